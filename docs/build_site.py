@@ -88,7 +88,7 @@ def clean_show_doc(md):
     "show_doc's markdown, made docutils-safe: no leading `---`, the source link after the heading, not before."
     md = quarto_to_myst(re.sub(r'^\s*---\s*\n', '', md))
     m = re.match(r'\s*\[source\]\(([^)]*)\)\s*\n+(#+ [^\n]*\n)', md)
-    if m: md = f'{m.group(2)}\n<a class="nbdev-source" href="{m.group(1)}">source</a>\n' + md[m.end():]
+    if m: md = f'{m.group(2)}\n<p class="nbdev-source"><a href="{m.group(1)}">source</a></p>\n' + md[m.end():]
     return md
 
 def cell_options(src):
