@@ -7,13 +7,13 @@ MathJax is served by the site itself (npm package `mathjax@3`), so a page loads 
 
     .venv/bin/python docs/build_site.py [--out _site]
 """
-import argparse, contextlib, io, json, re, shutil, subprocess, sys, tempfile
+import argparse, ast, contextlib, io, json, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 import yaml
 from docutils.nodes import make_id
 from nbdev.config import get_config
-from nbdev.processors import FilterDefaults, rm_export
+from nbdev.processors import FilterDefaults, exec_show_docs, rm_export, _ast_contains, _show_docs
 import nbdev.quarto, nbdev.serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,13 +26,34 @@ def keep_export_code(cell):
     "nbdev's `rm_export` without `export`: a literate notebook shows its exported code (hidden cells still go)."
     if cell.directives_.keys() & {'hide', 'default_exp'}: del cell['source']
 
+def mixes_imports(cell):
+    "Is `cell` one nbdev's docs processing runs whole only because it has an import in it (which nbdev warns about)?"
+    trees = cell.parsed_() if cell.cell_type == 'code' else None
+    return bool(trees) and not (cell.directives_.keys() & {'export', 'exports', 'exporti', 'exec_doc'} or _show_docs(trees)) \
+        and cell.directives_.get('eval:', [''])[0].lower() != 'false' \
+        and _ast_contains(trees, (ast.Import, ast.ImportFrom)) and _ast_contains(trees, (ast.Expr, ast.Assign))
+
+class exec_doc_cells(exec_show_docs):
+    "nbdev's `exec_show_docs`, except that of a cell that `mixes_imports` only the imports run (nbdev runs it all)."
+    def __call__(self, cell):
+        if not (getattr(self, 'k', None) and self.nb.has_docs_ and mixes_imports(cell)): return super().__call__(cell)
+        title, first = getattr(self.nb, 'frontmatter_', {}).get('title', '?'), cell.source.strip().splitlines()[0]
+        print(f'WARNING: {title!r}: the cell starting {first!r} mixes imports with other code; nbdev_docs would run all of it '
+              '(nbdev FAQ), this build only its imports. Put the imports in a cell of their own.', file=sys.stderr)
+        self.k.run('\n'.join(ast.unparse(t) for t in cell.parsed_() if isinstance(t, (ast.Import, ast.ImportFrom))))
+        if self.k.exc: raise Exception(f'Error in notebook {title!r}, in the imports of:\n{cell.source}') from self.k.exc
+
 class DocsFilter(FilterDefaults):
-    "nbdev's docs processors, with `keep_export_code` in place of `rm_export`."
-    def base_procs(self): return [keep_export_code if p is rm_export else p for p in super().base_procs()]
+    "nbdev's docs processors, with `keep_export_code` and `exec_doc_cells` in place of `rm_export` and `exec_show_docs`."
+    def base_procs(self):
+        swap = {rm_export: keep_export_code, exec_show_docs: exec_doc_cells}
+        return [swap.get(p, p) for p in super().base_procs()]
 
 def process_nbs():
     "Run nbdev's docs processing of nbs/ into `_proc/` (show_doc and import cells run; no pip, no full run) plus sidebar.yml."
-    nbdev.serve.FilterDefaults = DocsFilter
+    if str(DOCS) not in sys.path: sys.path.insert(0, str(DOCS))
+    import build_site  # nbdev's workers find DocsFilter by module name: not in `__main__`, which IPython replaces
+    nbdev.serve.FilterDefaults = build_site.DocsFilter
     proc = Path(nbdev.serve.proc_nbs(force=True))
     out = io.StringIO()
     with contextlib.redirect_stdout(out): nbdev.quarto.nbdev_sidebar.__wrapped__(printit=True)
@@ -87,6 +108,7 @@ def quarto_to_myst(md):
 def clean_show_doc(md):
     "show_doc's markdown, made docutils-safe: no leading `---`, the source link after the heading, not before."
     md = quarto_to_myst(re.sub(r'^\s*---\s*\n', '', md))
+    md = re.sub(r'^(#+ )(.*)$', lambda m: m.group(1) + m.group(2).replace('_', r'\_'), md, count=1, flags=re.M)  # `__call__`: no bold
     m = re.match(r'\s*\[source\]\(([^)]*)\)\s*\n+(#+ [^\n]*\n)', md)
     if m: md = f'{m.group(2)}\n<p class="nbdev-source"><a href="{m.group(1)}">source</a></p>\n' + md[m.end():]
     return md
@@ -185,23 +207,19 @@ def local_doc_links(site, cfg):
         if new != html: page.write_text(new)
 
 def build(out=ROOT/'_site'):
-    "Build the website into `out`: built in a temporary folder, then renamed into place (never half-written)."
+    "Build the website into `out`: everything happens in a `.site-*` folder beside it, then one rename (never half-written)."
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     from sphinx.cmd.build import build_main
-    with contextlib.chdir(ROOT), tempfile.TemporaryDirectory(prefix='bert_nb_site_src_') as tmp:
-        src, html = Path(tmp)/'src', Path(tempfile.mkdtemp(prefix='.site-', dir=out.parent))
-        try:
-            write_source(process_nbs(), src)
-            if build_main(['-b', 'html', '-q', '-d', str(Path(tmp)/'doctrees'), str(src), str(html)]):
-                sys.exit('ERROR: sphinx-build failed (see above)')
-            local_doc_links(html, get_config())
-            old = out.with_name(out.name + '.old')
-            shutil.rmtree(old, ignore_errors=True)
-            if out.exists(): out.rename(old)
-            html.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        finally: shutil.rmtree(html, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix='.site-', dir=out.parent))  # myst-nb also writes into the html folder's parent
+    try:
+        with contextlib.chdir(ROOT): write_source(process_nbs(), stage/'src')
+        if build_main(['-b', 'html', '-q', '-d', str(stage/'doctrees'), str(stage/'src'), str(stage/'html')]):
+            sys.exit('ERROR: sphinx-build failed (see above)')
+        with contextlib.chdir(ROOT): local_doc_links(stage/'html', get_config())
+        if out.exists(): out.rename(stage/'old')
+        (stage/'html').rename(out)
+    finally: shutil.rmtree(stage, ignore_errors=True)
     return out
 
 if __name__ == '__main__':

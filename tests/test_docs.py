@@ -60,6 +60,11 @@ def test_build_has_no_docutils_problems(site):
     bad = [l for l in log.splitlines() if re.search(r'\b(ERROR|SEVERE|CRITICAL)\b|\[docutils\]', l)]
     assert not bad, 'the build reported:\n' + '\n'.join(bad[:20])
 
+def test_notebooks_keep_imports_in_their_own_cells(site):
+    "nbdev's docs processing runs every cell with an import in it, whole: such a cell must hold only imports (nbdev FAQ)."
+    mixed = [l for l in (site.parent/'build.log').read_text().splitlines() if 'mixes imports with other code' in l]
+    assert not mixed, 'nbdev_docs would run these cells whole:\n' + '\n'.join(mixed)
+
 def test_every_notebook_has_a_page(site):
     assert NBS, 'no notebooks in nbs/'
     missing = [f'{nb.name} -> {page_of(nb)}' for nb in NBS if not (site/page_of(nb)).exists()]
@@ -90,6 +95,13 @@ def test_no_raw_markup_left(site, nb):
     first = re.search(r'<h(\d)', body)
     assert first and first.group(1) == '1', 'the page should start with its title as <h1>'
     assert not re.match(r'\s*(---|title:|description:)', text_of(body[first.start():]).strip()), 'raw front matter at the top'
+
+def test_links_between_pages_resolve(site):
+    pages = {p.name: p.read_text() for p in site.glob('*.html')}
+    ids = {name: set(re.findall(r'\sid="([^"]+)"', html)) for name, html in pages.items()}
+    broken = [(name, href) for name, html in pages.items() for href in re.findall(r'href="([^":]*#[^"]+)"', html)
+              if href.partition('#')[0] in ids | {'': 0} and href.partition('#')[2] not in ids[href.partition('#')[0] or name]]
+    assert not broken, f'links to missing anchors: {broken[:10]}'
 
 def test_show_doc_signatures(site):
     assert TOKENIZER_NB.exists(), 'nbs/00_tokenizer.ipynb is missing'
@@ -159,11 +171,12 @@ def test_tokenizer_page_renders(server, tmp_path, site):
     if '<table' in (site/page).read_text(): assert '<table' in d
 
 def test_math_renders(server, tmp_path, site):
-    pages = [page_of(nb) for nb in NBS if 'class="math' in (site/page_of(nb)).read_text()]
-    if not pages: pytest.skip('no page has math yet')
-    for page in pages:
+    if not (site/'_static'/'mathjax'/'tex-svg.js').exists(): pytest.skip('no local MathJax (npm could not install mathjax@3)')
+    with_math = [page_of(nb) for nb in NBS if 'class="math' in (site/page_of(nb)).read_text()]
+    for page in dict.fromkeys([page_of(TOKENIZER_NB), *with_math]):
         d = dom(tmp_path, server + page)
-        assert '<mjx-container' in d, f'MathJax did not typeset the math on {page}'
+        assert 'id="MJX-SVG-styles"' in d, f'MathJax did not start on {page}'
+        if page in with_math: assert '<mjx-container' in d, f'MathJax did not typeset the math on {page}'
         assert 'data-mjx-error' not in d and '<mjx-merror' not in d, f'MathJax reported a TeX error on {page}'
 
 def test_search_page_finds_wordpiece(server, tmp_path):

@@ -1,0 +1,22 @@
+"""Shared fixtures: the real bert-base-uncased vocabulary and the English corpus."""
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+@pytest.fixture(scope="session")
+def vocab_path():
+    from bert_nb.hub import minilm_dir
+    return minilm_dir() / "vocab.txt"
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    from corpus import english_corpus
+    lines = english_corpus()
+    assert sum(map(len, lines)) > 2_000_000, "the corpus should hold megabytes of English"
+    return lines
