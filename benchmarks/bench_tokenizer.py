@@ -10,10 +10,12 @@ Runs, in turns (round-robin, so a noisy moment hits every peer alike), on the li
   - raw `tokenizers` `encode_batch` (the same Rust pipeline, built from the model's tokenizer.json),
     with ids, type ids and attention mask read back, as a user needs them;
   - bert_nb `batch_encode(use_fast=True)`: the same model inputs.
+Garbage collection is off while a peer is timed (as in timeit).
 Prints tokens/s (median of the repeats) and the ratios the tokenizer issue asks for.
 This is a benchmark, not a test: nothing here asserts a speed.
 """
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -60,7 +62,9 @@ def main(argv=None):
     times, counts = {k: [] for k in fns}, {}
     for _ in range(args.repeats):
         for name, fn in fns.items():
+            gc.collect(); gc.disable()  # as timeit does: no peer pays for another's garbage
             t = time.perf_counter(); counts[name] = fn(lines); times[name].append(time.perf_counter() - t)
+            gc.enable()
     print(f"corpus: {len(lines)} lines, {sum(map(len, lines)) / 1e6:.2f} M characters; repeats: {args.repeats}")
     rate = {k: counts[k] / statistics.median(v) for k, v in times.items()}
     for k in fns:

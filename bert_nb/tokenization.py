@@ -7,12 +7,12 @@ __all__ = ['NEVER_SPLIT', 'VOCAB_NAME', 'PRETRAINED_VOCAB_ARCHIVE_MAP', 'PRETRAI
            'logger', 'clean_text', 'whitespace_tokenize', 'BasicTokenizer', 'load_vocab', 'WordpieceTokenizer',
            'BertTokenizer']
 
-# %% ../nbs/00_tokenizer.ipynb #19bcfa56
+# %% ../nbs/00_tokenizer.ipynb #392427fe
 import collections, logging, os, re, tempfile, unicodedata, warnings
 from fastcore.basics import patch
 from .hub import PRETRAINED_MODEL_NAMES, hub_url, resolve_pretrained_file
 
-# %% ../nbs/00_tokenizer.ipynb #f1444752
+# %% ../nbs/00_tokenizer.ipynb #66ed4363
 def _is_whitespace(char):
     "BERT's whitespace: space, tab, newline, carriage return, or Unicode category Zs."
     if char in " \t\n\r": return True
@@ -36,7 +36,7 @@ def _is_chinese_char(cp):
     "Is code point `cp` in one of the CJK ideograph blocks that BERT splits into single characters?"
     return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
 
-# %% ../nbs/00_tokenizer.ipynb #44560766
+# %% ../nbs/00_tokenizer.ipynb #f09a00b6
 class _CleanTable(dict):
     "A `str.translate` table filled on first sight of each character: drop, space, ' CJK ' or keep."
     def __missing__(self, cp):
@@ -59,7 +59,7 @@ def whitespace_tokenize(text):
     "Strip and split `text` on whitespace (the seed's helper)."
     return text.split()
 
-# %% ../nbs/00_tokenizer.ipynb #20662451
+# %% ../nbs/00_tokenizer.ipynb #24e8502a
 _ASCII_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
 
 def _strip_accents(text):
@@ -78,7 +78,7 @@ def _split_on_punc(text):
     if word: out.append("".join(word))
     return out
 
-# %% ../nbs/00_tokenizer.ipynb #9b286941
+# %% ../nbs/00_tokenizer.ipynb #a602657b
 NEVER_SPLIT = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")
 
 def _check_str(text, what="text"):
@@ -109,7 +109,7 @@ class BasicTokenizer:
         "Split `text` into basic tokens."
         return [tok for word in clean_text(_check_str(text)).split() for tok in self.split_word(word)]
 
-# %% ../nbs/00_tokenizer.ipynb #520b890c
+# %% ../nbs/00_tokenizer.ipynb #d31e5916
 def load_vocab(vocab_file):
     "Read a vocabulary file, one token a line, into an ordered {token: id} dict."
     vocab, path = collections.OrderedDict(), os.fspath(vocab_file)
@@ -129,7 +129,7 @@ def load_vocab(vocab_file):
     if not vocab: raise ValueError(f"{path}: the vocabulary file is empty.")
     return vocab
 
-# %% ../nbs/00_tokenizer.ipynb #2515df76
+# %% ../nbs/00_tokenizer.ipynb #276157fe
 class WordpieceTokenizer:
     "Runs WordPiece tokenization: greedy longest-match-first against the vocabulary."
     def __init__(self,
@@ -160,7 +160,7 @@ class WordpieceTokenizer:
         "Word pieces of whitespace-separated, already basic-tokenized `text`."
         return [p for word in _check_str(text).split() for p in self.split_word(word)]
 
-# %% ../nbs/00_tokenizer.ipynb #831a3393
+# %% ../nbs/00_tokenizer.ipynb #cbf490a1
 VOCAB_NAME = "vocab.txt"
 PRETRAINED_VOCAB_ARCHIVE_MAP = {name: hub_url(name, VOCAB_NAME) for name in PRETRAINED_MODEL_NAMES}
 PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP = {name: 512 for name in PRETRAINED_MODEL_NAMES}
@@ -249,7 +249,7 @@ def _warn_length(n, max_len):
 
 logger = logging.getLogger(__name__)
 
-# %% ../nbs/00_tokenizer.ipynb #ea4d2bc8
+# %% ../nbs/00_tokenizer.ipynb #fa053311
 def _warn_casing(vocab, do_lower_case, vocab_file):
     "Warn when a cased vocabulary meets lower-casing, or an uncased one meets cased text."
     upper = sum(1 for t in vocab if t != t.lower() and not (t.startswith("[") and t.endswith("]")))
@@ -261,7 +261,7 @@ def _warn_casing(vocab, do_lower_case, vocab_file):
         warnings.warn(f"{vocab_file}: this vocabulary is uncased but do_lower_case=False: capitalised words will "
                       f"mostly become [UNK] or odd pieces. Pass do_lower_case=True for an uncased model.", stacklevel=3)
 
-# %% ../nbs/00_tokenizer.ipynb #ae0c6a39
+# %% ../nbs/00_tokenizer.ipynb #bdb2c922
 def _atomic_write_text(path, text):
     "Write `text` to `path` through a temporary file and a rename: never a half-written file."
     d = os.path.dirname(os.path.abspath(path))
@@ -298,7 +298,7 @@ def from_pretrained(cls:BertTokenizer, pretrained_model_name_or_path, cache_dir=
         kwargs["max_len"] = min(kwargs.get("max_len") or int(1e12), PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP[name])
     return cls(resolve_pretrained_file(name, VOCAB_NAME, cache_dir=cache_dir), *inputs, **kwargs)
 
-# %% ../nbs/00_tokenizer.ipynb #450eb0ce
+# %% ../nbs/00_tokenizer.ipynb #45c57ec2
 def _words_with_positions(text, basic=True):
     "The words of `text`, as `clean_text(text).split()` finds them, with each char's index in `text`."
     words, chars, pos = [], [], []
@@ -364,7 +364,7 @@ def tokenize_with_offsets(self:BertTokenizer, text):
     ids, offs = self._pieces([_check_str(text)], True)[0]
     return self.convert_ids_to_tokens(ids), offs
 
-# %% ../nbs/00_tokenizer.ipynb #058c5f17
+# %% ../nbs/00_tokenizer.ipynb #90c2c28a
 _TRUNCATIONS = {True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
                 "only_second": "only_second", False: None, None: None, "do_not_truncate": None}
 
@@ -396,7 +396,7 @@ def _truncated_lengths(na, nb, budget, strategy, row=0):
         else: nb -= 1
     return na, nb
 
-# %% ../nbs/00_tokenizer.ipynb #895c01a0
+# %% ../nbs/00_tokenizer.ipynb #fb76149c
 @patch
 def _assemble(self:BertTokenizer, a, b, special, max_length, strategy, row, extras):
     "One encoded row from the (ids, offsets) of its first text `a` and optional second text `b`."
@@ -450,7 +450,7 @@ def _to_tensors(enc):
         except ValueError: raise ValueError(f"{k}: rows have different lengths; pass padding=True to get tensors") from None
     return out
 
-# %% ../nbs/00_tokenizer.ipynb #1e22bf77
+# %% ../nbs/00_tokenizer.ipynb #536af2da
 @patch
 def batch_encode(self:BertTokenizer,
                  texts,  # list of str
@@ -499,7 +499,7 @@ def __call__(self:BertTokenizer, text, text_pair=None, **kwargs):
     if isinstance(text, (list, tuple)): return self.batch_encode(text, text_pair, **kwargs)
     return self.encode(text, text_pair, **kwargs)
 
-# %% ../nbs/00_tokenizer.ipynb #0c0f84f5
+# %% ../nbs/00_tokenizer.ipynb #bd2d8e6e
 def _fast_safe_char(char):
     "Does the Rust `tokenizers` BERT pipeline treat `char` exactly as this one does?"
     cat = unicodedata.category(char)
