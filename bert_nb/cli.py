@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'DEMO_SENTENCES', 'subcommand', 'build_parser', 'main', 'tokenize_cmd', 'demo']
 
-# %% ../nbs/99_cli.ipynb #abcce0a0
+# %% ../nbs/99_cli.ipynb #8cb5ba1a
 import argparse, sys
 from .tokenization import BertTokenizer
 from .hub import minilm_dir
 
-# %% ../nbs/99_cli.ipynb #a3a0819c
+# %% ../nbs/99_cli.ipynb #d21b30b8
 SUBCOMMANDS = {}  # name -> (help, add_arguments, run)
 
 def subcommand(name, help, add_arguments):
@@ -37,7 +37,7 @@ def main(argv=None):
     if getattr(args, "_run", None) is None: p.print_help(); return 2
     return args._run(args) or 0
 
-# %% ../nbs/99_cli.ipynb #a0e7b1cb
+# %% ../nbs/99_cli.ipynb #25a46665
 def _tokenize_args(p):
     p.add_argument("input_files", nargs="*", help="text files (standard input when none)")
     p.add_argument("--bert_model", default=None, help="shortcut name, directory or vocab.txt (default: the bundled bert-base-uncased vocabulary)")
@@ -60,7 +60,7 @@ def tokenize_cmd(args):
             toks = tok.tokenize(line)
             print(" ".join(map(str, tok.convert_tokens_to_ids(toks)) if args.ids else toks))
 
-# %% ../nbs/99_cli.ipynb #a331fcd3
+# %% ../nbs/99_cli.ipynb #c84a82f1
 DEMO_SENTENCES = ["Who was Jim Henson?", "Jim Henson was a puppeteer.",
                   "The naïve café owner's résumé wasn't unaffable.", "BERT splits 北京 into characters."]
 
