@@ -6,3 +6,5 @@ from .config import BertConfig
 from .modeling import BertModel, BertPreTrainedModel, BertLayerNorm, BertEmbeddings, BertEncoder, BertLayer, BertPooler, gelu
 from .heads import (BertForPreTraining, BertForMaskedLM, BertForNextSentencePrediction, BertForSequenceClassification,
                     BertForMultipleChoice, BertForTokenClassification, BertForQuestionAnswering)
+from .optimization import (BertAdam, SCHEDULES, ConstantLR, WarmupConstantSchedule, WarmupLinearSchedule, WarmupCosineSchedule,
+                           WarmupCosineWithHardRestartsSchedule, get_scheduler, no_decay_groups, schedule_lambda)

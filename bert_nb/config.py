@@ -6,7 +6,8 @@
 __all__ = ['ACTIVATIONS', 'FIELDS', 'BOOKKEEPING', 'BertConfig']
 
 # %% ../nbs/01_config.ipynb #e27cc261
-import copy, difflib, json, os, tempfile
+import copy, difflib, json, os
+from .hub import atomic_write
 
 # %% ../nbs/01_config.ipynb #f830c318
 ACTIVATIONS = {"gelu": "gelu", "gelu_erf": "gelu", "gelu_new": "gelu_tanh", "gelu_tanh": "gelu_tanh",
@@ -121,14 +122,7 @@ class BertConfig:
 
     def to_json_file(self, json_file_path):
         "Write the config as JSON, atomically (temp file + rename)."
-        path = os.fspath(json_file_path)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-config-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(self.to_json_string())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp): os.unlink(tmp)
-            raise
+        atomic_write(json_file_path, self.to_json_string())
 
     def __eq__(self, other): return isinstance(other, BertConfig) and self.to_dict() == other.to_dict()
     def __repr__(self): return f"BertConfig {self.to_json_string()}"

@@ -7,11 +7,11 @@ __all__ = ['BertPredictionHeadTransform', 'BertLMPredictionHead', 'BertOnlyMLMHe
            'BertForPreTraining', 'BertForMaskedLM', 'BertForNextSentencePrediction', 'BertForSequenceClassification',
            'BertForMultipleChoice', 'BertForTokenClassification', 'BertForQuestionAnswering']
 
-# %% ../nbs/03_heads.ipynb #43e06249
+# %% ../nbs/03_heads.ipynb #3924f714
 import torch, torch.nn as nn, torch.nn.functional as F
 from .modeling import ACT2FN, BertLayerNorm, BertModel, BertPreTrainedModel
 
-# %% ../nbs/03_heads.ipynb #fb4cc9f1
+# %% ../nbs/03_heads.ipynb #7f609cbf
 class BertPredictionHeadTransform(nn.Module):
     "Dense, activation, LayerNorm: prepares hidden states for the vocabulary projection."
     def __init__(self, config):
@@ -59,7 +59,7 @@ class BertPreTrainingHeads(nn.Module):
     def forward(self, sequence_output, pooled_output):
         return self.predictions(sequence_output), self.seq_relationship(pooled_output)
 
-# %% ../nbs/03_heads.ipynb #4608b043
+# %% ../nbs/03_heads.ipynb #9b18985e
 class BertForPreTraining(BertPreTrainedModel):
     "BERT with both pre-training heads: masked LM and next-sentence prediction."
     def __init__(self, config):
@@ -105,7 +105,7 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
         if next_sentence_label is not None: return F.cross_entropy(nsp.view(-1, 2), next_sentence_label.view(-1), ignore_index=-1)
         return nsp
 
-# %% ../nbs/03_heads.ipynb #c3d371f6
+# %% ../nbs/03_heads.ipynb #43378b23
 class BertForSequenceClassification(BertPreTrainedModel):
     "BERT with a classifier on the pooled output; `num_labels=1` is regression (MSE)."
     def __init__(self, config, num_labels=2):

@@ -7,13 +7,15 @@ __all__ = ['ACT2FN', 'BertLayerNorm', 'logger', 'gelu', 'gelu_tanh', 'swish', 'B
            'BertSelfOutput', 'BertAttention', 'BertIntermediate', 'BertOutput', 'BertLayer', 'BertEncoder',
            'BertPooler', 'BertPreTrainedModel', 'BertModel']
 
-# %% ../nbs/02_model.ipynb #d286445f
+# %% ../nbs/02_model.ipynb #e5240923
 import logging, math
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+from fastcore.basics import patch
 from .config import BertConfig
+from . import pretrained
 
-# %% ../nbs/02_model.ipynb #9c2d724a
+# %% ../nbs/02_model.ipynb #daf17a45
 def gelu(x):
     "The exact GELU, x * Phi(x) with the Gaussian CDF through erf, as the released BERT checkpoints."
     return F.gelu(x)
@@ -28,14 +30,14 @@ def swish(x):
 
 ACT2FN = {"gelu": gelu, "gelu_tanh": gelu_tanh, "relu": F.relu, "swish": swish}
 
-# %% ../nbs/02_model.ipynb #b2b97854
+# %% ../nbs/02_model.ipynb #e6212ce4
 BertLayerNorm = nn.LayerNorm
 
 class BertEmbeddings(nn.Module):
     "Word + position + token-type embeddings, then LayerNorm and dropout."
     def __init__(self, config):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=0)  # [PAD] gets no gradient, as the seed
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = BertLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -48,7 +50,7 @@ class BertEmbeddings(nn.Module):
         x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))  # (B, T, H)
 
-# %% ../nbs/02_model.ipynb #2304af96
+# %% ../nbs/02_model.ipynb #b085670f
 class BertSelfAttention(nn.Module):
     "Multi-head scaled dot-product self-attention."
     def __init__(self, config):
@@ -83,7 +85,7 @@ class BertSelfAttention(nn.Module):
         ctx = ctx.transpose(1, 2).reshape(B, T, H)                                   # (B, T, H)
         return (ctx, probs) if output_attentions else ctx
 
-# %% ../nbs/02_model.ipynb #f052e7cd
+# %% ../nbs/02_model.ipynb #2b605771
 class BertSelfOutput(nn.Module):
     "Project the attention context back, dropout, add the input, LayerNorm."
     def __init__(self, config):
@@ -139,7 +141,7 @@ class BertLayer(nn.Module):
         out = self.output(self.intermediate(a), a)
         return (out, probs) if output_attentions else out
 
-# %% ../nbs/02_model.ipynb #7f52a9dc
+# %% ../nbs/02_model.ipynb #2cfe3e48
 class BertEncoder(nn.Module):
     "A stack of `num_hidden_layers` BertLayers."
     def __init__(self, config):
@@ -170,7 +172,7 @@ class BertPooler(nn.Module):
     def forward(self, hidden_states):
         return self.activation(self.dense(hidden_states[:, 0]))  # (B, H)
 
-# %% ../nbs/02_model.ipynb #fb80c438
+# %% ../nbs/02_model.ipynb #9658a39f
 logger = logging.getLogger(__name__)
 
 class BertPreTrainedModel(nn.Module):
@@ -199,7 +201,7 @@ class BertPreTrainedModel(nn.Module):
             if isinstance(m, BertEncoder): m.gradient_checkpointing = on
         return self
 
-# %% ../nbs/02_model.ipynb #219350f5
+# %% ../nbs/02_model.ipynb #5caeca9e
 def _check_inputs(config, input_ids, token_type_ids, attention_mask):
     "Refuse inputs the model cannot read, with the offending value."
     if not torch.is_tensor(input_ids) or input_ids.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8, torch.int8):
@@ -252,3 +254,29 @@ class BertModel(BertPreTrainedModel):
         pooled = self.pooler(layers[-1])                                            # (B, H)
         if not output_all_encoded_layers: layers = layers[-1]
         return (layers, pooled, probs) if output_attentions else (layers, pooled)
+
+# %% ../nbs/02_model.ipynb #78cb74a8
+@patch(cls_method=True)
+def from_pretrained(cls:BertPreTrainedModel,
+                    pretrained_model_name_or_path,  # shortcut name, directory, .tar.gz archive, or (from_tf) a TF checkpoint
+                    *inputs,  # passed to the model's constructor
+                    state_dict=None,  # use these weights instead of the checkpoint's
+                    cache_dir=None,  # where downloads are cached
+                    from_tf=False,  # read a Google TensorFlow checkpoint
+                    **kwargs):  # passed to the model's constructor (e.g. num_labels)
+    "A model of this class with pretrained weights, as the seed's `from_pretrained`."
+    if from_tf:
+        try: from bert_nb.convert import load_tf_model
+        except ImportError: raise NotImplementedError("from_tf=True needs bert_nb.convert (the TensorFlow conversion notebook) "
+                                                      "and TensorFlow: pip install 'bert_nb[tf]'") from None
+        return load_tf_model(cls, pretrained_model_name_or_path, *inputs, **kwargs)
+    config_file, weights_file = pretrained.resolve_model_files(pretrained_model_name_or_path, cache_dir=cache_dir)
+    model = cls(BertConfig.from_json_file(config_file), *inputs, **kwargs)
+    if state_dict is None: state_dict = pretrained.load_state_dict_file(weights_file)
+    model.loading_report = pretrained.load_state_dict_into(model, state_dict, base_prefix=cls.base_model_prefix)
+    return model
+
+@patch
+def save_pretrained(self:BertPreTrainedModel, save_directory):
+    "Write config.json and model.safetensors into `save_directory`: `from_pretrained(save_directory)` reads them back."
+    return pretrained.save_pretrained(self, self.config, save_directory)

@@ -8,9 +8,9 @@ __all__ = ['NEVER_SPLIT', 'VOCAB_NAME', 'PRETRAINED_VOCAB_ARCHIVE_MAP', 'PRETRAI
            'BertTokenizer']
 
 # %% ../nbs/00_tokenizer.ipynb #392427fe
-import collections, logging, os, re, tempfile, unicodedata, warnings
+import collections, logging, os, re, unicodedata, warnings
 from fastcore.basics import patch
-from .hub import PRETRAINED_MODEL_NAMES, hub_url, resolve_pretrained_file
+from .hub import PRETRAINED_MODEL_NAMES, atomic_write, hub_url, resolve_pretrained_file
 
 # %% ../nbs/00_tokenizer.ipynb #66ed4363
 def _is_whitespace(char):
@@ -262,17 +262,6 @@ def _warn_casing(vocab, do_lower_case, vocab_file):
                       f"mostly become [UNK] or odd pieces. Pass do_lower_case=True for an uncased model.", stacklevel=3)
 
 # %% ../nbs/00_tokenizer.ipynb #bdb2c922
-def _atomic_write_text(path, text):
-    "Write `text` to `path` through a temporary file and a rename: never a half-written file."
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(text); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-
 @patch
 def save_vocabulary(self:BertTokenizer, vocab_path):
     "Write the vocabulary to `vocab_path` (a directory gets vocab.txt), atomically; returns the file's path."
@@ -281,7 +270,7 @@ def save_vocabulary(self:BertTokenizer, vocab_path):
     if [i for _, i in items] != list(range(len(items))):
         logger.warning(f"Saving vocabulary to {path}: vocabulary indices are not consecutive. "
                        f"Please check that the vocabulary is not corrupted!")
-    _atomic_write_text(path, "".join(t + "\n" for t, _ in items))
+    atomic_write(path, "".join(t + "\n" for t, _ in items))
     return path
 
 @patch(cls_method=True)
@@ -485,7 +474,7 @@ def batch_encode(self:BertTokenizer,
     keys = ["input_ids", "token_type_ids", "attention_mask"] + ["special_tokens_mask"] * return_special_tokens_mask + ["offsets"] * return_offsets
     out = {k: [r[k] for r in rows] for k in keys}
     if return_tokens: out["tokens"] = [self.convert_ids_to_tokens(r) for r in out["input_ids"]]
-    if _single: out = {k: v[0] for k, v in out.items()}
+    if _single and return_tensors is None: out = {k: v[0] for k, v in out.items()}  # tensors keep the batch axis
     return _to_tensors(out) if return_tensors == "pt" else out
 
 @patch
