@@ -8,3 +8,4 @@ from .heads import (BertForPreTraining, BertForMaskedLM, BertForNextSentencePred
                     BertForMultipleChoice, BertForTokenClassification, BertForQuestionAnswering)
 from .optimization import (BertAdam, SCHEDULES, ConstantLR, WarmupConstantSchedule, WarmupLinearSchedule, WarmupCosineSchedule,
                            WarmupCosineWithHardRestartsSchedule, get_scheduler, no_decay_groups, schedule_lambda)
+from .trainer import Trainer, TrainingArgs, add_training_arguments, setup_device, set_seed, plot_metrics
