@@ -9,3 +9,4 @@ from .heads import (BertForPreTraining, BertForMaskedLM, BertForNextSentencePred
 from .optimization import (BertAdam, SCHEDULES, ConstantLR, WarmupConstantSchedule, WarmupLinearSchedule, WarmupCosineSchedule,
                            WarmupCosineWithHardRestartsSchedule, get_scheduler, no_decay_groups, schedule_lambda)
 from .trainer import Trainer, TrainingArgs, add_training_arguments, setup_device, set_seed, plot_metrics
+from .convert import convert_tf_checkpoint_to_pytorch, load_tf_weights_in_bert

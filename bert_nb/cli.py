@@ -83,3 +83,8 @@ def demo(args):
     toks, offs = tok.tokenize_with_offsets(s)
     print(f"\ncharacter offsets in {s!r}:")
     print("  " + "  ".join(f"{t}={s[a:b]!r}" for t, (a, b) in zip(toks, offs)))
+
+# %% ../nbs/99_cli.ipynb #c4322aa7
+from .convert import add_convert_arguments, convert_main
+subcommand("convert_tf_checkpoint_to_pytorch", "Convert a Google TensorFlow BERT checkpoint to PyTorch (needs TensorFlow: the tf extra).",
+           add_convert_arguments)(convert_main)
