@@ -60,6 +60,15 @@ def tokenize_cmd(args):
             toks = tok.tokenize(line)
             print(" ".join(map(str, tok.convert_tokens_to_ids(toks)) if args.ids else toks))
 
+# %% ../nbs/99_cli.ipynb #dda24be8
+from .swag import add_swag_arguments, swag_main
+from .features import add_features_arguments, features_main
+from .ner import add_ner_arguments, ner_main
+subcommand("run_swag", "Fine-tune and evaluate BERT on SWAG (multiple choice), as the seed's run_swag.py.", add_swag_arguments)(swag_main)
+subcommand("extract_features", "Write BERT's hidden states for lines of text as JSON lines, as Google's extract_features.py.",
+           add_features_arguments)(features_main)
+subcommand("run_ner", "Fine-tune, evaluate and predict named entities (CoNLL-2003 files), scored as seqeval.", add_ner_arguments)(ner_main)
+
 # %% ../nbs/99_cli.ipynb #c84a82f1
 DEMO_SENTENCES = ["Who was Jim Henson?", "Jim Henson was a puppeteer.",
                   "The naïve café owner's résumé wasn't unaffable.", "BERT splits 北京 into characters."]
