@@ -69,6 +69,13 @@ subcommand("extract_features", "Write BERT's hidden states for lines of text as 
            add_features_arguments)(features_main)
 subcommand("run_ner", "Fine-tune, evaluate and predict named entities (CoNLL-2003 files), scored as seqeval.", add_ner_arguments)(ner_main)
 
+# %% ../nbs/99_cli.ipynb #1f14d32a
+from . import squad
+subcommand("run_squad", "Fine-tune BERT for question answering on SQuAD v1.1/v2.0 and write predictions (the seed's run_squad.py).",
+           squad.add_squad_arguments)(squad.run_squad_main)
+subcommand("evaluate_squad", "Score SQuAD predictions exactly as the official v1.1 / v2.0 evaluation scripts do.",
+           squad.add_evaluate_arguments)(squad.evaluate_squad_main)
+
 # %% ../nbs/99_cli.ipynb #c84a82f1
 DEMO_SENTENCES = ["Who was Jim Henson?", "Jim Henson was a puppeteer.",
                   "The naïve café owner's résumé wasn't unaffable.", "BERT splits 北京 into characters."]
