@@ -8,10 +8,10 @@ __all__ = ['split_sentences', 'python_docs_documents', 'write_documents', 'read_
            'create_training_instances', 'record_dtype', 'write_instances', 'PretrainingDataset', 'check_vocab',
            'create_pretraining_data', 'add_create_pretraining_data_arguments', 'create_pretraining_data_main',
            'PreTrainingObjective', 'pretraining_metrics', 'most_common_token_baseline', 'add_run_pretraining_arguments',
-           'pretraining_model', 'run_pretraining', 'run_pretraining_main', 'plot_pretraining']
+           'pretraining_model', 'run_pretraining', 'run_pretraining_main', 'plot_pretraining', 'predict_masked']
 
-# %% ../nbs/10_pretraining.ipynb #723b70fc
-import argparse, ast, bisect, collections, dataclasses, glob, json, logging, os, re, shutil, sys, sysconfig, tempfile, warnings
+# %% ../nbs/10_pretraining.ipynb #bce2a2d8
+import argparse, ast, bisect, dataclasses, glob, json, logging, os, re, shutil, sys, sysconfig, tempfile, warnings
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from .config import BertConfig
 from .heads import BertForPreTraining
 from .trainer import Trainer, TrainingArgs, add_training_arguments, set_seed
 
-# %% ../nbs/10_pretraining.ipynb #678191d1
+# %% ../nbs/10_pretraining.ipynb #3e97b8f3
 _SENTENCE_END = re.compile(r'(?<=[.!?])\s+(?=["\'(]?[A-Z])')
 
 def split_sentences(paragraph:str) -> list:
@@ -40,7 +40,7 @@ def _prose_paragraphs(text:str):
         if len(lines) == 1 and not re.search(r'[.!?:]$', lines[0].strip()): continue  # a title
         yield ' '.join(lines)
 
-# %% ../nbs/10_pretraining.ipynb #09d32f82
+# %% ../nbs/10_pretraining.ipynb #1e7311d2
 def _docstrings(path):
     "The docstrings of one Python source file, module first, in the order they appear."
     try:
@@ -74,7 +74,7 @@ def write_documents(documents:list, # lists of sentences
     "Write `documents` in Google's input format (atomically); return the path."
     return atomic_write(path, "".join("".join(s + "\n" for s in doc) + "\n" for doc in documents))
 
-# %% ../nbs/10_pretraining.ipynb #d84e7592
+# %% ../nbs/10_pretraining.ipynb #7b5c967d
 def _lines(path):
     "The lines of a UTF-8 text file, split at '\\n' only; errors name the file (and the line)."
     if not os.path.isfile(path): raise FileNotFoundError(f"{path}: no such file (an input text: a sentence a line, blank lines between documents)")
@@ -102,7 +102,7 @@ def read_documents(input_files, # paths of text files: a sentence a line, a blan
                              "give a sentence a line, with blank lines between documents")
     return [d for d in documents if d]
 
-# %% ../nbs/10_pretraining.ipynb #1a769034
+# %% ../nbs/10_pretraining.ipynb #246c453a
 @dataclass
 class TrainingInstance:
     "One pre-training input: `[CLS] A [SEP] B [SEP]` with some pieces masked, and whether B is a random span."
@@ -112,7 +112,7 @@ class TrainingInstance:
     masked_lm_labels: list  # the original piece at each of them
     is_random_next: bool  # B comes from another document (next-sentence label 1)
 
-# %% ../nbs/10_pretraining.ipynb #e159f70e
+# %% ../nbs/10_pretraining.ipynb #c74dc677
 def create_masked_lm_predictions(tokens:list, # word pieces with [CLS] and [SEP]
                                  masked_lm_prob:float, # share of the pieces to predict
                                  max_predictions_per_seq:int, # at most this many
@@ -140,7 +140,7 @@ def create_masked_lm_predictions(tokens:list, # word pieces with [CLS] and [SEP]
     chosen.sort()
     return out, chosen, [tokens[i] for i in chosen]
 
-# %% ../nbs/10_pretraining.ipynb #fa9fecc1
+# %% ../nbs/10_pretraining.ipynb #21d8585b
 def truncate_seq_pair(tokens_a:list, tokens_b:list, max_num_tokens:int, rng:random.Random):
     "Shorten the longer of `tokens_a` and `tokens_b` (in place), one piece at a time from a random end, until both fit."
     while len(tokens_a) + len(tokens_b) > max_num_tokens:
@@ -159,7 +159,7 @@ def _random_span(all_documents, document_index, target_length, rng):
         if len(span) >= target_length: break
     return span
 
-# %% ../nbs/10_pretraining.ipynb #9f4e3bae
+# %% ../nbs/10_pretraining.ipynb #d972f1b2
 def create_instances_from_document(all_documents:list, # every document: lists of segments (lists of pieces)
                                    document_index:int, # the document to make instances of
                                    max_seq_length:int, masked_lm_prob:float, max_predictions_per_seq:int,
@@ -191,7 +191,7 @@ def create_instances_from_document(all_documents:list, # every document: lists o
         i += 1
     return instances
 
-# %% ../nbs/10_pretraining.ipynb #3a4daf86
+# %% ../nbs/10_pretraining.ipynb #2b7f3c30
 def create_training_instances(all_documents:list, # from `read_documents` (not changed: a shuffled copy is used)
                               vocab_words:list, # the vocabulary in id order
                               max_seq_length:int=128, # pieces per instance, [CLS] and [SEP] included
@@ -212,7 +212,7 @@ def create_training_instances(all_documents:list, # from `read_documents` (not c
     rng.shuffle(instances)
     return instances
 
-# %% ../nbs/10_pretraining.ipynb #61556864
+# %% ../nbs/10_pretraining.ipynb #90f67777
 def record_dtype(max_seq_length:int, max_predictions_per_seq:int, vocab_size:int) -> np.dtype:
     "The structured NumPy type of one instance on disk."
     ids = np.uint16 if vocab_size <= 65536 else np.int32
@@ -247,7 +247,7 @@ def write_instances(instances:list, # `TrainingInstance`s
         raise
     return len(recs)
 
-# %% ../nbs/10_pretraining.ipynb #c00c8ad7
+# %% ../nbs/10_pretraining.ipynb #a984150c
 class PretrainingDataset(Dataset):
     "The instances of one or more `.npy` files of `write_instances`, memory-mapped: read from disk as they are used."
     def __init__(self, *files):
@@ -290,7 +290,7 @@ class PretrainingDataset(Dataset):
         "One field of every record, joined (read from disk)."
         return np.concatenate([a[name] for a in self.arrays])
 
-# %% ../nbs/10_pretraining.ipynb #4747a3d0
+# %% ../nbs/10_pretraining.ipynb #2634914f
 _logger = logging.getLogger(__name__)
 
 def _input_files(spec) -> list:
@@ -343,7 +343,7 @@ def create_pretraining_data(input_file, # a text file, comma-separated files or 
     return dict(instances=n, documents=len(documents), sentences=sum(map(len, documents)), long_lines=len(long),
                 masked=sum(len(i.masked_lm_positions) for i in instances), random_next=sum(i.is_random_next for i in instances))
 
-# %% ../nbs/10_pretraining.ipynb #235f7688
+# %% ../nbs/10_pretraining.ipynb #eaea44d4
 def add_create_pretraining_data_arguments(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "The flags of `bert_nb create_pretraining_data`: Google's create_pretraining_data.py."
     a = p.add_argument
@@ -371,7 +371,7 @@ def create_pretraining_data_main(args:argparse.Namespace) -> int:
     print(f"wrote {stats['instances']} instances from {stats['documents']} documents ({stats['sentences']} sentences) to {args.output_file}")
     return 0
 
-# %% ../nbs/10_pretraining.ipynb #da00379b
+# %% ../nbs/10_pretraining.ipynb #eb14a813
 class PreTrainingObjective(nn.Module):
     "`BertForPreTraining`'s two losses as Google computes them (the MLM head on the masked positions only), for the trainer."
     def __init__(self, model:BertForPreTraining): super().__init__(); self.model = model
@@ -393,7 +393,7 @@ class PreTrainingObjective(nn.Module):
         mlm = losses.sum() / (masked_lm_ids >= 0).sum().clamp(min=1)
         return dict(loss=mlm + F.cross_entropy(nsp.float(), next_sentence_label), masked_lm_losses=losses, **out)
 
-# %% ../nbs/10_pretraining.ipynb #2737a5e4
+# %% ../nbs/10_pretraining.ipynb #39fecc9a
 def pretraining_metrics(outputs:dict, # `PreTrainingObjective`'s outputs over the evaluation set
                         batches # the evaluation batches, joined: the dataset's six fields
                        ) -> dict:
@@ -419,7 +419,7 @@ def most_common_token_baseline(train, # the training instances: the most frequen
     top = int(np.bincount(_masked_ids(train)).argmax())
     return top, float((_masked_ids(held_out) == top).mean())
 
-# %% ../nbs/10_pretraining.ipynb #e33be628
+# %% ../nbs/10_pretraining.ipynb #4fd50b9f
 def add_run_pretraining_arguments(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "The flags of `bert_nb run_pretraining`: Google's run_pretraining.py, and the trainer's."
     a = p.add_argument
@@ -519,7 +519,7 @@ def run_pretraining_main(args:argparse.Namespace) -> int:
     for k in sorted(results): print(f"{k} = {results[k]}")
     return 0
 
-# %% ../nbs/10_pretraining.ipynb #3533e0f2
+# %% ../nbs/10_pretraining.ipynb #ef97b972
 def plot_pretraining(output_dir, # a run_pretraining output folder (its metrics.jsonl)
                      baseline:float=None # the most-common-token accuracy, drawn as a line
                     ):
@@ -537,3 +537,23 @@ def plot_pretraining(output_dir, # a run_pretraining output folder (its metrics.
     ax2.set(xlabel="optimizer step", ylabel="held-out accuracy", ylim=(0, 1)); ax2.legend()
     fig.tight_layout()
     return fig
+
+# %% ../nbs/10_pretraining.ipynb #4968d406
+@torch.no_grad()
+def predict_masked(model:BertForPreTraining, # or any model whose output (or its first element) is the MLM scores (B, T, V)
+                   tokenizer:BertTokenizer,
+                   text:str, # with one or more [MASK]; ' [SEP] ' between two sentences makes a pair
+                   top_k:int=5
+                  ) -> list:
+    "For each `[MASK]` of `text`, the `top_k` `(piece, probability)` pairs the masked-LM head ranks highest."
+    tokens = ["[CLS]", *tokenizer.tokenize(text), "[SEP]"]
+    where = [i for i, t in enumerate(tokens) if t == "[MASK]"]
+    if not where: raise ValueError(f"no [MASK] in {text!r}: put [MASK] where a word should be predicted")
+    sep = tokens.index("[SEP]")
+    types = torch.tensor([[0] * (sep + 1) + [1] * (len(tokens) - sep - 1)])
+    was_training = model.training; model.eval()
+    out = model(torch.tensor([tokenizer.convert_tokens_to_ids(tokens)]), types)
+    model.train(was_training)
+    scores = out[0] if isinstance(out, (tuple, list)) else out  # (1, T, V)
+    top = scores[0, where].float().softmax(-1).topk(top_k)  # (masks, top_k)
+    return [list(zip(tokenizer.convert_ids_to_tokens(ix.tolist()), p.tolist())) for p, ix in zip(top.values, top.indices)]
