@@ -546,7 +546,7 @@ def predict_masked(model:BertForPreTraining, # or any model whose output (or its
                    top_k:int=5
                   ) -> list:
     "For each `[MASK]` of `text`, the `top_k` `(piece, probability)` pairs the masked-LM head ranks highest."
-    tokens = ["[CLS]", *tokenizer.tokenize(text), "[SEP]"]
+    tokens = ["[CLS]", *tokenizer.tokenize(text.replace("[MASK]", " [MASK] ")), "[SEP]"]  # "[MASK]." too
     where = [i for i, t in enumerate(tokens) if t == "[MASK]"]
     if not where: raise ValueError(f"no [MASK] in {text!r}: put [MASK] where a word should be predicted")
     sep = tokens.index("[SEP]")

@@ -15,7 +15,7 @@ from bert_nb.hub import minilm_dir
 from bert_nb.pretraining import (PreTrainingObjective, PretrainingDataset, TrainingInstance, add_create_pretraining_data_arguments,
                                  add_run_pretraining_arguments, create_masked_lm_predictions, create_pretraining_data,
                                  create_pretraining_data_main, create_training_instances, most_common_token_baseline,
-                                 pretraining_metrics, pretraining_model, python_docs_documents, read_documents, record_dtype,
+                                 pretraining_metrics, pretraining_model, predict_masked, python_docs_documents, read_documents, record_dtype,
                                  run_pretraining, run_pretraining_main, write_documents, write_instances)
 from bert_nb.tokenization import BertTokenizer
 
@@ -453,4 +453,10 @@ def test_real_pretraining_beats_the_frequency_baseline(tmp_path):
     acc, base, nsp = res["eval_masked_lm_accuracy"], res["eval_most_common_token_accuracy"], res["eval_next_sentence_accuracy"]
     print(f"held-out MLM accuracy {acc:.3f} vs most-common-token {base:.3f}; NSP accuracy {nsp:.3f}; {minutes:.1f} min")
     assert acc > 2 * base and acc > base + 0.1
+    held_nsp = PretrainingDataset(tmp_path / "heldout.npy").field("next_sentence_label")
+    print(f"(next-sentence: {max(held_nsp.mean(), 1 - held_nsp.mean()):.3f} of the held-out pairs are of the commoner kind)")
     assert nsp > 0.5
+    model, tok = BertForPreTraining.from_pretrained(tmp_path / "run"), BertTokenizer(tmp_path / "run" / "vocab.txt")
+    answer = predict_masked(model, tok, "If the argument is omitted, [MASK] is returned.")
+    print("If the argument is omitted, [MASK] is returned. ->", answer)
+    assert len(answer) == 1 and len(answer[0]) == 5
