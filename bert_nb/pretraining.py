@@ -7,8 +7,9 @@ __all__ = ['split_sentences', 'python_docs_documents', 'write_documents', 'read_
            'create_masked_lm_predictions', 'truncate_seq_pair', 'create_instances_from_document',
            'create_training_instances', 'record_dtype', 'write_instances', 'PretrainingDataset', 'check_vocab',
            'create_pretraining_data', 'add_create_pretraining_data_arguments', 'create_pretraining_data_main',
-           'PreTrainingObjective', 'pretraining_metrics', 'most_common_token_baseline', 'add_run_pretraining_arguments',
-           'pretraining_model', 'run_pretraining', 'run_pretraining_main', 'plot_pretraining', 'predict_masked']
+           'PreTrainingObjective', 'pretraining_metrics', 'most_common_token_baseline', 'Lamb',
+           'add_run_pretraining_arguments', 'pretraining_model', 'run_pretraining', 'run_pretraining_main',
+           'plot_pretraining', 'predict_masked']
 
 # %% ../nbs/10_pretraining.ipynb #bce2a2d8
 import argparse, ast, bisect, dataclasses, glob, json, logging, os, re, shutil, sys, sysconfig, tempfile, warnings
@@ -22,7 +23,7 @@ from .hub import atomic_write
 from .tokenization import BertTokenizer
 from .config import BertConfig
 from .heads import BertForPreTraining
-from .trainer import Trainer, TrainingArgs, add_training_arguments, set_seed
+from .trainer import OPTIMIZERS, Trainer, TrainingArgs, add_training_arguments, set_seed
 
 # %% ../nbs/10_pretraining.ipynb #3e97b8f3
 _SENTENCE_END = re.compile(r'(?<=[.!?])\s+(?=["\'(]?[A-Z])')
@@ -418,6 +419,35 @@ def most_common_token_baseline(train, # the training instances: the most frequen
     "`(piece id, accuracy)`: the masked-LM accuracy on `held_out` of always predicting the piece most often masked in `train`."
     top = int(np.bincount(_masked_ids(train)).argmax())
     return top, float((_masked_ids(held_out) == top).mean())
+
+# %% ../nbs/10_pretraining.ipynb #caf397ab
+class Lamb(torch.optim.Optimizer):
+    "LAMB (You et al. 2019): Adam's step with decoupled weight decay, scaled per tensor by the trust ratio ||w|| / ||step||."
+    def __init__(self, params, lr:float=1e-3, betas:tuple=(0.9, 0.999), eps:float=1e-6, weight_decay:float=0.01):
+        if lr < 0 or eps < 0 or not all(0 <= b < 1 for b in betas): raise ValueError(f"Lamb: invalid lr={lr}, betas={betas} or eps={eps}")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad(): loss = closure()
+        for g in self.param_groups:
+            b1, b2 = g["betas"]
+            for p in g["params"]:
+                if p.grad is None: continue
+                st = self.state[p]
+                if not st: st.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                st["step"] += 1; t, m, v = st["step"], st["exp_avg"], st["exp_avg_sq"]
+                m.mul_(b1).add_(p.grad, alpha=1 - b1); v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                u = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + g["eps"])  # Adam's bias-corrected step
+                if g["weight_decay"]: u.add_(p, alpha=g["weight_decay"])
+                w_norm, u_norm = p.norm().item(), u.norm().item()
+                ratio = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0  # the trust ratio
+                p.add_(u, alpha=-g["lr"] * ratio)
+        return loss
+
+OPTIMIZERS["lamb"] = lambda groups, args: Lamb(groups, lr=args.learning_rate)  # the trainer's --optimizer lamb
 
 # %% ../nbs/10_pretraining.ipynb #4fd50b9f
 def add_run_pretraining_arguments(p:argparse.ArgumentParser) -> argparse.ArgumentParser:

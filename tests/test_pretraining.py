@@ -460,3 +460,31 @@ def test_real_pretraining_beats_the_frequency_baseline(tmp_path):
     answer = predict_masked(model, tok, "If the argument is omitted, [MASK] is returned.")
     print("If the argument is omitted, [MASK] is returned. ->", answer)
     assert len(answer) == 1 and len(answer[0]) == 5
+
+
+# ---- LAMB ----
+def test_lamb_step_by_hand():
+    from bert_nb.pretraining import Lamb
+    w = torch.nn.Parameter(torch.tensor([[1., -2.], [2., 4.]])); opt = Lamb([w], lr=0.05, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.2)
+    m = v = torch.zeros(2, 2); x = w.detach().clone()
+    for t, g in enumerate([torch.tensor([[0.5, 1.], [-1., 2.]]), torch.tensor([[1., 0.], [3., -1.]])], 1):
+        w.grad = g.clone(); opt.step()
+        m, v = 0.8 * m + 0.2 * g, 0.9 * v + 0.1 * g * g
+        u = (m / (1 - 0.8 ** t)) / ((v / (1 - 0.9 ** t)).sqrt() + 1e-6) + 0.2 * x
+        x = x - 0.05 * x.norm() / u.norm() * u
+        torch.testing.assert_close(w.detach(), x)
+    assert opt.state_dict()["state"][0]["step"] == 2
+
+
+def test_lamb_trains_and_resumes_through_the_trainer(data64, tmp_path):
+    from safetensors.torch import load_file
+    common = ["--do_train", "--optimizer", "lamb", "--train_batch_size", 8, "--learning_rate", "0.1", "--num_train_steps", 12,
+              "--save_checkpoints_steps", 6, "--logging_steps", 3]
+    run_pretraining(PARSER.parse_args(rp_flags(data64, tmp_path / "whole", *common)))
+    losses = [r["loss"] for r in metrics(tmp_path / "whole") if "loss" in r]
+    assert losses[-1] < losses[0] - 0.4, losses  # each step moves a tensor by about lr of its own norm: slow on a new model
+    (tmp_path / "resumed").mkdir()
+    shutil.copytree(tmp_path / "whole" / "checkpoint-6", tmp_path / "resumed" / "checkpoint-6")
+    run_pretraining(PARSER.parse_args(rp_flags(data64, tmp_path / "resumed", *common, "--resume_from", "latest")))
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
