@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -20,3 +21,12 @@ def corpus():
     lines = english_corpus()
     assert sum(map(len, lines)) > 2_000_000, "the corpus should hold megabytes of English"
     return lines
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models train fastest on one thread; on a shared two-core machine two threads can be several times
+    slower, and fight other processes for the cores. Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -23,12 +23,7 @@ SLOW = pytest.mark.skipif(not os.environ.get("BERT_NB_SLOW"), reason="minutes of
 FIELDS = ("tokens", "segment_ids", "masked_lm_positions", "masked_lm_labels", "is_random_next")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "Small models train fastest on one thread; on a shared two-core machine two threads can be several times slower."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

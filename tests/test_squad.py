@@ -17,12 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "bert_nb" / "data" / "squad_sample"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "Tiny models run fastest on one thread, and do not then fight other processes for the cores."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
