@@ -12,6 +12,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 import torch
+from .hub import read_utf8
 from .tokenization import BertTokenizer
 from .modeling import BertModel
 
@@ -23,19 +24,11 @@ class InputExample:
     text_a: str
     text_b: str = None  # the second text of a pair
 
-def _read_utf8(path, what:str) -> str:
-    "The text of file `path`; a missing file, or bytes that are not UTF-8, raise an error naming it (and the line)."
-    if not os.path.isfile(path): raise FileNotFoundError(f"{path}: no such file ({what})")
-    data = Path(path).read_bytes()
-    try: return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e: line, why = data.count(b"\n", 0, e.start) + 1, f"{e.reason} at byte {e.start}"
-    raise ValueError(f"{path}, line {line}: not UTF-8 text ({why})")
-
 def read_examples(input_file # text, one example a line; `a ||| b` is a pair
                  ) -> list:
     "An `InputExample` for every line of `input_file`, as Google's `read_examples`."
     path = os.fspath(input_file)
-    lines = _read_utf8(path, "the --input_file of text, one example a line").split("\n")  # \n only, as readline()
+    lines = read_utf8(path, "the --input_file of text, one example a line").split("\n")  # \n only, as readline()
     if lines[-1] == "": lines.pop()  # the newline that ends the last line
     if not lines: raise ValueError(f"{path}, line 1: the file is empty; write one text a line, a pair as `text_a ||| text_b`")
     examples = []

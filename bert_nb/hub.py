@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PRETRAINED_MODEL_NAMES', 'hub_endpoint', 'hub_url', 'default_cache_dir', 'url_to_filename', 'atomic_write',
-           'HubDownloadError', 'is_offline', 'file_lock', 'HubServer', 'serve_directory', 'download_file',
+           'read_utf8', 'HubDownloadError', 'is_offline', 'file_lock', 'HubServer', 'serve_directory', 'download_file',
            'cached_path', 'resolve_pretrained_file', 'extract_archive', 'minilm_dir']
 
 # %% ../nbs/01a_hub.ipynb #3f14bd8d
@@ -64,6 +64,17 @@ def atomic_write(path, # the file to (re)write
         if os.path.exists(tmp): os.unlink(tmp)
         raise
     return str(path)
+
+# %% ../nbs/01a_hub.ipynb #c63f6440
+def read_utf8(path, # the file to read
+              what:str # what it should be, for the error message: "a CoNLL file: train.txt, dev.txt or test.txt"
+             ) -> str:
+    "The text of file `path` (a UTF-8 BOM dropped); a missing file, or bytes that are not UTF-8, raise an error naming it (and the line)."
+    if not os.path.isfile(path): raise FileNotFoundError(f"{path}: no such file ({what})")
+    data = Path(path).read_bytes()
+    try: return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e: line, why = data.count(b"\n", 0, e.start) + 1, f"{e.reason} at byte {e.start}"
+    raise ValueError(f"{path}, line {line}: not UTF-8 text ({why})")
 
 # %% ../nbs/01a_hub.ipynb #6592dce3
 _logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
-from .hub import atomic_write
+from .hub import atomic_write, read_utf8
 from .tokenization import BertTokenizer
 from .heads import BertForTokenClassification
 from .trainer import Trainer, TrainingArgs, add_training_arguments, set_seed
@@ -33,20 +33,12 @@ class NerExample:
     words: list
     labels: list  # one tag per word
 
-def _read_utf8(path, what:str) -> str:
-    "The text of file `path`; a missing file, or bytes that are not UTF-8, raise an error naming it (and the line)."
-    if not os.path.isfile(path): raise FileNotFoundError(f"{path}: no such file ({what})")
-    data = Path(path).read_bytes()
-    try: return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e: line, why = data.count(b"\n", 0, e.start) + 1, f"{e.reason} at byte {e.start}"
-    raise ValueError(f"{path}, line {line}: not UTF-8 text ({why})")
-
 def read_conll(path, # a CoNLL file: `token ... tag` a line, blank lines between sentences
                label_list:list=None # if given, every tag must be one of these
               ) -> list:
     "The sentences of a CoNLL-2003 file, as `NerExample`s."
     path = os.fspath(path)
-    text = _read_utf8(path, "a CoNLL file: train.txt, dev.txt or test.txt")
+    text = read_utf8(path, "a CoNLL file: train.txt, dev.txt or test.txt")
     if not text.strip(): raise ValueError(f"{path}, line 1: the file is empty; CoNLL-2003 has one `token POS chunk tag` a line")
     known, examples, cur, ncols = set(label_list or ()), [], [], None
     def flush():
@@ -74,7 +66,7 @@ LABELS_NAME = "labels.txt"  # the label list, one tag a line, saved beside a fin
 def read_label_list(path) -> list:
     "The tags listed in `path`, one a line (blank lines skipped)."
     path = os.fspath(path)
-    labels = [l.strip() for l in _read_utf8(path, "a label list, one tag a line").split("\n") if l.strip()]
+    labels = [l.strip() for l in read_utf8(path, "a label list, one tag a line").split("\n") if l.strip()]
     if not labels: raise ValueError(f"{path}, line 1: the label list is empty; write one tag a line (O, B-PER, I-PER, ...)")
     if dup := sorted({l for l in labels if labels.count(l) > 1}): raise ValueError(f"{path}: tag(s) {dup} listed twice")
     return labels

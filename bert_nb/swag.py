@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
-from .hub import atomic_write
+from .hub import atomic_write, read_utf8
 from .tokenization import BertTokenizer
 from .heads import BertForMultipleChoice
 from .trainer import Trainer, TrainingArgs, add_training_arguments, set_seed
@@ -49,20 +49,12 @@ def _swag_example(row, col, path, line):
     return SwagExample(row[col["fold-ind"]], row[col["sent1"]], row[col["sent2"]], *(row[col[f"ending{i}"]] for i in range(4)),
                        label=None if label is None else int(label))
 
-def _read_utf8(path, what:str) -> str:
-    "The text of file `path`; a missing file, or bytes that are not UTF-8, raise an error naming it (and the line)."
-    if not os.path.isfile(path): raise FileNotFoundError(f"{path}: no such file ({what})")
-    data = Path(path).read_bytes()
-    try: return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e: line, why = data.count(b"\n", 0, e.start) + 1, f"{e.reason} at byte {e.start}"
-    raise ValueError(f"{path}, line {line}: not UTF-8 text ({why})")
-
 def read_swag_examples(input_file, # a SWAG CSV: header row, then one question a row
                        is_training:bool=True # require the `label` column (read whenever present)
                       ) -> list:
     "The `SwagExample`s of a SWAG CSV file."
     path, need = os.fspath(input_file), SWAG_COLUMNS + (("label",) if is_training else ())
-    rows = csv.reader(io.StringIO(_read_utf8(path, "a SWAG CSV: train.csv, val.csv or test.csv"), newline=""))
+    rows = csv.reader(io.StringIO(read_utf8(path, "a SWAG CSV: train.csv, val.csv or test.csv"), newline=""))
     examples = []
     try:
         header = next(rows, None)
