@@ -12,14 +12,14 @@ __all__ = ['logger', 'processors', 'output_modes', 'DEMO_DATA_DIR', 'InputExampl
            'run_classifier_main', 'add_demo_arguments', 'demo']
 
 # %% ../nbs/06_finetune_glue.ipynb #4375b884
-import argparse, json, logging, os, shutil, sys, time
+import argparse, json, logging, os, re, shutil, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 import bert_nb
-from .hub import atomic_write, minilm_dir
+from .hub import atomic_write, minilm_dir, read_utf8
 from .tokenization import BertTokenizer, _truncated_lengths
 from .heads import BertForSequenceClassification
 from .trainer import Trainer, TrainingArgs, add_training_arguments, set_seed, setup_device
@@ -51,8 +51,8 @@ def read_tsv(path) -> list:
         held = sorted(p.name for p in path.parent.iterdir()) if path.parent.is_dir() else None
         raise FileNotFoundError(f"{path} not found" + (f"; {path.parent} holds: {', '.join(held) or 'nothing'}" if held is not None
                                                        else f": the data directory {path.parent} does not exist"))
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        return [(i, line.rstrip("\r\n").split("\t")) for i, line in enumerate(f, 1) if line.strip("\r\n")]
+    lines = re.split(r"\r\n|\r|\n", read_utf8(path, "a GLUE task's tab-separated file"))  # universal newlines, as open() reads
+    return [(i, line.split("\t")) for i, line in enumerate(lines, 1) if line]
 
 class DataProcessor:
     "Base class for data converters for sequence classification data sets (the seed's interface)."

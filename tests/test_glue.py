@@ -277,6 +277,9 @@ def test_bad_input_says_where(tmp_path, tiny):
     d = write_task(tmp_path, "cola", **{"train.tsv": FIXTURES["cola"]["train.tsv"].replace("clc95\t0\t*", "clc95\t2\t*", 1)})
     with pytest.raises(ValueError, match=r"train.tsv, line 2: label '2' is not one of CoLA's labels \['0', '1'\]"):
         get_processor("cola").get_train_examples(d)
+    d = write_task(tmp_path, "rte"); (d / "dev.tsv").write_bytes(FIXTURES["rte"]["dev.tsv"].encode() + b"9\tcaf\xe9\tx\tentailment\n")
+    with pytest.raises(ValueError, match=r"rte[/\\]dev.tsv, line 6: not UTF-8 text"):
+        get_processor("rte").get_dev_examples(d)
     d = write_task(tmp_path, "qqp", **{"train.tsv": FIXTURES["qqp"]["train.tsv"] + "77\t1\t2\tonly one question?\n"})
     assert len(get_processor("qqp").get_train_examples(d)) == 8  # the seed's QQP processor skipped such lines; so does this one
     with pytest.raises(ValueError, match="Task not found: 'squad'. Known GLUE tasks: cola, mnli, mnli-mm, mrpc, sst-2, sts-b, qqp, qnli, rte, wnli"):
