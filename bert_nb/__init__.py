@@ -11,4 +11,4 @@ from .optimization import (BertAdam, SCHEDULES, ConstantLR, WarmupConstantSchedu
 from .trainer import Trainer, TrainingArgs, add_training_arguments, setup_device, set_seed, plot_metrics
 from .convert import convert_tf_checkpoint_to_pytorch, load_tf_weights_in_bert
 from .pretraining import (Lamb, create_pretraining_data, create_training_instances, PretrainingDataset, PreTrainingObjective,
-                          run_pretraining, predict_masked)  # also registers `--optimizer lamb` with the trainer
+                          run_pretraining, predict_masked, train_wordpiece_vocab)  # also registers `--optimizer lamb` with the trainer

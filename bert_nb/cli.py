@@ -87,6 +87,8 @@ subcommand("create_pretraining_data", "Make BERT pre-training instances (masked 
            "create_pretraining_data.py.", pretraining.add_create_pretraining_data_arguments)(pretraining.create_pretraining_data_main)
 subcommand("run_pretraining", "Pre-train BERT (masked LM + next sentence) on create_pretraining_data's output, as Google's run_pretraining.py.",
            pretraining.add_run_pretraining_arguments)(pretraining.run_pretraining_main)
+subcommand("train_vocab", "Learn a WordPiece vocabulary (vocab.txt) from text, for pre-training a new BERT.",
+           pretraining.add_train_vocab_arguments)(pretraining.train_vocab_main)
 
 # %% ../nbs/99_cli.ipynb #c84a82f1
 @subcommand("demo", "Fine-tune the real all-MiniLM-L6-v2 to tell paraphrases apart (minutes on a CPU); "

@@ -58,7 +58,8 @@ class TrainingArgs:
         return cls(**{f.name: getattr(ns, f.name) for f in fields(cls) if hasattr(ns, f.name)})
 
 # %% ../nbs/04a_trainer.ipynb #e297e348
-OPTIMIZERS = {}  # more --optimizer choices: name -> f(param_groups, args) -> a torch optimizer, run like AdamW (schedule, clipping)
+OPTIMIZERS = {  # the --optimizer choices besides BertAdam: name -> f(param_groups, args) -> a torch optimizer, run with the schedule and clipping
+    "adamw": lambda groups, args: torch.optim.AdamW(groups, lr=args.learning_rate)}  # notebook 10 adds "lamb"
 
 def add_training_arguments(parser:argparse.ArgumentParser):
     "Add the seed's training flags (its spellings and defaults) and the trainer's new ones to `parser`."
@@ -79,7 +80,7 @@ def add_training_arguments(parser:argparse.ArgumentParser):
     a("--loss_scale", type=float, default=0, help="0: dynamic loss scaling; a positive power of 2: static loss scaling")
     a("--weight_decay", type=float, default=0.01, help="decoupled weight decay (none on biases and LayerNorm)")
     a("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm; <= 0: none")
-    a("--optimizer", choices=["bertadam", "adamw", *OPTIMIZERS], default="bertadam", help="BertAdam (the seed's), torch AdamW, or one registered in OPTIMIZERS")
+    a("--optimizer", choices=["bertadam", *OPTIMIZERS], default="bertadam", help="BertAdam (the seed's), torch AdamW, or one registered in OPTIMIZERS")
     a("--schedule", default="warmup_linear", help="learning-rate schedule (warmup_linear, warmup_cosine, warmup_constant, none)")
     a("--save_steps", type=int, default=0, help="save a checkpoint every N optimizer steps (0: at the end only)")
     a("--logging_steps", type=int, default=10, help="write a metrics line every N optimizer steps")
@@ -292,8 +293,8 @@ def _check_start(self:Trainer):
         raise ValueError(f"Invalid gradient_accumulation_steps parameter: {k}, should be >= 1 and divide "
                          f"train_batch_size={a.train_batch_size} (each micro-batch is train_batch_size // gradient_accumulation_steps)")
     if a.fp16 and a.bf16: raise ValueError("fp16 and bf16 are both set: choose one")
-    if a.optimizer not in ("bertadam", "adamw", *OPTIMIZERS):
-        raise ValueError(f"optimizer={a.optimizer!r}: use 'bertadam' or 'adamw'" + "".join(f" or {n!r}" for n in OPTIMIZERS))
+    if a.optimizer not in ("bertadam", *OPTIMIZERS):
+        raise ValueError(f"optimizer={a.optimizer!r}: use 'bertadam'" + "".join(f" or {n!r}" for n in OPTIMIZERS))
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise ValueError(f"output_dir={str(out)!r} cannot be created ({e}): pass a directory you can write to") from None
     if not os.access(out, os.W_OK | os.X_OK): raise ValueError(f"output_dir={str(out)!r} is not writable: pass a directory you can write to")
@@ -325,8 +326,7 @@ def _setup_training(self:Trainer, ckpt):
                                   t_total=total, schedule=a.schedule, max_grad_norm=a.max_grad_norm)
         self.scheduler = None  # BertAdam applies its schedule itself
     else:
-        make = OPTIMIZERS.get(a.optimizer, lambda groups, a: torch.optim.AdamW(groups, lr=a.learning_rate))
-        self.optimizer = make(no_decay_groups(self.model, a.weight_decay), a)
+        self.optimizer = OPTIMIZERS[a.optimizer](no_decay_groups(self.model, a.weight_decay), a)
         self.scheduler = get_scheduler(self.optimizer, a.schedule, a.warmup_proportion, total)
     self.scaler = (StaticLossScaler(a.loss_scale) if a.loss_scale > 0 else
                    torch.amp.GradScaler(self.device.type, enabled=a.fp16))
