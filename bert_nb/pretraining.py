@@ -9,7 +9,8 @@ __all__ = ['SPECIAL_PIECES', 'split_sentences', 'python_docs_documents', 'write_
            'create_pretraining_data', 'add_create_pretraining_data_arguments', 'create_pretraining_data_main',
            'train_wordpiece_vocab', 'add_train_vocab_arguments', 'train_vocab_main', 'PreTrainingObjective',
            'pretraining_metrics', 'most_common_token_baseline', 'Lamb', 'add_run_pretraining_arguments',
-           'pretraining_model', 'run_pretraining', 'run_pretraining_main', 'plot_pretraining', 'predict_masked']
+           'pretraining_model', 'run_pretraining', 'run_pretraining_main', 'plot_pretraining', 'predict_masked',
+           'masked_lm_accuracy_by_input']
 
 # %% ../nbs/10_pretraining.ipynb #bce2a2d8
 import argparse, ast, bisect, collections, dataclasses, glob, heapq, json, logging, os, re, shutil, sys, sysconfig, tempfile, warnings
@@ -654,3 +655,22 @@ def predict_masked(model:BertForPreTraining, # or any model whose output (or its
     scores = out[0] if isinstance(out, (tuple, list)) else out  # (1, T, V)
     top = scores[0, where].float().softmax(-1).topk(top_k)  # (masks, top_k)
     return [list(zip(tokenizer.convert_ids_to_tokens(ix.tolist()), p.tolist())) for p, ix in zip(top.values, top.indices)]
+
+# %% ../nbs/10_pretraining.ipynb #40204f28
+@torch.no_grad()
+def masked_lm_accuracy_by_input(model:BertForPreTraining,
+                                dataset, # a `PretrainingDataset` (or a `Subset` of one)
+                                mask_id:int, # the id of [MASK] in the model's vocabulary
+                                batch_size:int=256
+                               ) -> dict:
+    "Masked-LM accuracy split by what the input showed at each position: `{'[MASK]' | 'its own piece' | 'a random piece': (positions, accuracy)}`."
+    was_training = model.training; model.eval()
+    objective, hits, counts = PreTrainingObjective(model), collections.Counter(), collections.Counter()
+    for s in range(0, len(dataset), batch_size):
+        b = [torch.stack(c) for c in zip(*(dataset[i] for i in range(s, min(len(dataset), s + batch_size))))]
+        pred, ids, shown = objective(*b[:4])["masked_lm_predictions"], b[4], b[0].gather(1, b[3])  # (B, P) each
+        for kind, sel in (("[MASK]", shown == mask_id), ("its own piece", shown == ids), ("a random piece", (shown != mask_id) & (shown != ids))):
+            sel &= ids >= 0  # real predictions only
+            counts[kind] += int(sel.sum()); hits[kind] += int((pred[sel] == ids[sel]).sum())
+    model.train(was_training)
+    return {k: (counts[k], hits[k] / max(counts[k], 1)) for k in ("[MASK]", "its own piece", "a random piece")}
