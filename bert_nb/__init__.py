@@ -2,6 +2,7 @@ __version__ = "0.0.1"
 """bert_nb: the seed's public names, one import line away (`from bert_nb import BertModel, BertTokenizer, ...`)."""
 from .tokenization import BasicTokenizer, BertTokenizer, WordpieceTokenizer, load_vocab, whitespace_tokenize
 from .hub import PRETRAINED_MODEL_NAMES, cached_path, minilm_dir
+from .file_utils import CONFIG_NAME, PYTORCH_PRETRAINED_BERT_CACHE, WEIGHTS_NAME
 from .config import BertConfig
 from .modeling import BertModel, BertPreTrainedModel, BertLayerNorm, BertEmbeddings, BertEncoder, BertLayer, BertPooler, gelu
 from .heads import (BertForPreTraining, BertForMaskedLM, BertForNextSentencePrediction, BertForSequenceClassification,

@@ -21,6 +21,7 @@ from .modeling import BertModel, BertPreTrainedModel
 from .heads import (BertForPreTraining, BertForMaskedLM, BertForNextSentencePrediction, BertForSequenceClassification,
                            BertForMultipleChoice, BertForTokenClassification, BertForQuestionAnswering)
 from .pretrained import CONFIG_NAME, TF_CONFIG_NAME, WEIGHTS_NAME, SAFE_WEIGHTS_NAME, load_state_dict_into
+from .hub import positive_int
 
 # %% ../nbs/05_convert.ipynb #57ca1704
 HEAD_VARIABLES = {  # Google's head variables -> PyTorch parameters; stored (out, in) already: never transposed
@@ -380,7 +381,7 @@ def add_convert_arguments(p:argparse.ArgumentParser):
     p.add_argument("--safetensors", action="store_true", help="write safetensors instead of torch.save's format")
     p.add_argument("--model_class", choices=list(MODEL_CLASSES), metavar="NAME",
                    help=f"model to build: {', '.join(MODEL_CLASSES)} (default: read from the checkpoint's variables)")
-    p.add_argument("--num_labels", type=int, default=None, help="labels of a classifier (default: from the checkpoint)")
+    p.add_argument("--num_labels", type=positive_int, default=None, help="labels of a classifier (default: from the checkpoint)")
 
 def convert_main(args) -> int:
     "Run `bert_nb convert_tf_checkpoint_to_pytorch`: convert, print where the file went; 1 with a message on failure."

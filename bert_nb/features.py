@@ -12,7 +12,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 import torch
-from .hub import read_utf8
+from .hub import read_utf8, positive_int
 from .tokenization import BertTokenizer
 from .modeling import BertModel
 
@@ -156,8 +156,8 @@ def add_features_arguments(p:argparse.ArgumentParser) -> argparse.ArgumentParser
     p.add_argument("--output_file", required=True, help="JSON lines, one per input line, Google's layout")
     p.add_argument("--bert_model", required=True, help="shortcut name (bert-base-uncased, ...), folder or archive of a pretrained BERT")
     p.add_argument("--layers", default="-1,-2,-3,-4", help="comma-separated layer indexes; -1 is the last layer")
-    p.add_argument("--max_seq_length", type=int, default=128, help="tokens per example after WordPiece: longer ones are truncated")
-    p.add_argument("--batch_size", type=int, default=32, help="examples per forward pass")
+    p.add_argument("--max_seq_length", type=positive_int, default=128, help="tokens per example after WordPiece: longer ones are truncated")
+    p.add_argument("--batch_size", type=positive_int, default=32, help="examples per forward pass")
     p.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=True, help="lower-case the text (uncased models)")
     p.add_argument("--no_cuda", action="store_true", help="do not use a GPU even if there is one")
     p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1, help="GPU to use (-1: all of them)")

@@ -19,7 +19,7 @@ import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 import bert_nb
-from .hub import atomic_write, minilm_dir, read_utf8
+from .hub import atomic_write, minilm_dir, read_utf8, positive_float, positive_int
 from .tokenization import BertTokenizer, _truncated_lengths
 from .heads import BertForSequenceClassification
 from .trainer import Trainer, TrainingArgs, add_training_arguments, set_seed, setup_device
@@ -310,7 +310,7 @@ def add_run_classifier_arguments(parser:argparse.ArgumentParser):
     a("--bert_model", required=True, help="pretrained model: a shortcut name (bert-base-uncased, ...), a directory or an archive")
     a("--task_name", required=True, help=f"the task to train: {', '.join(processors)}")
     a("--cache_dir", default="", help="where to store the pretrained models downloaded")
-    a("--max_seq_length", type=int, default=128, help="maximum total input length after WordPiece; longer inputs are "
+    a("--max_seq_length", type=positive_int, default=128, help="maximum total input length after WordPiece; longer inputs are "
       "truncated, shorter ones padded")
     a("--do_train", action="store_true", help="run training")
     a("--do_eval", action="store_true", help="run eval on the dev set")
@@ -374,6 +374,7 @@ def run_classifier(args) -> dict:
     set_seed(args.seed)  # before the model: every process draws the same classifier
     tokenizer = BertTokenizer.from_pretrained(args.bert_model, cache_dir=cache, do_lower_case=args.do_lower_case)
     model = BertForSequenceClassification.from_pretrained(args.bert_model, cache_dir=cache, num_labels=num_labels)
+    model.config.set_labels(label_list if output_mode == "classification" else 1)  # label names for transformers
     logger.info(str(model.loading_report))
     results = dict(task=task, output_dir=str(out), loading_report=str(model.loading_report))
     if args.do_train:
@@ -431,8 +432,8 @@ DEMO_DATA_DIR = Path(bert_nb.__file__).parent / "data" / "paraphrase_demo"
 def add_demo_arguments(p:argparse.ArgumentParser):
     "The demo's few flags."
     p.add_argument("--output_dir", default="demo_output", help="where the model, metrics and loss curve go (overwritten)")
-    p.add_argument("--num_train_epochs", type=float, default=3.0, help="passes over the 640 training pairs")
-    p.add_argument("--max_steps", type=int, default=None, help="stop after this many optimizer steps (a quick look)")
+    p.add_argument("--num_train_epochs", type=positive_float, default=3.0, help="passes over the 640 training pairs")
+    p.add_argument("--max_steps", type=positive_int, default=None, help="stop after this many optimizer steps (a quick look)")
     p.add_argument("--seed", type=int, default=42, help="random seed")
     p.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bars")
     return p
@@ -473,7 +474,8 @@ def demo(args) -> dict:
     ex = MrpcProcessor().get_dev_examples(DEMO_DATA_DIR)[:3]
     print("\na few dev pairs, label and prediction (1: paraphrase):")
     for e, lg in zip(ex, res["eval_logits"]): print(f"  {e.label} {int(lg.argmax())}  {e.text_a!r}\n       {e.text_b!r}")
-    print(f"\nwrote {out.resolve()}/:\n  the model: config.json, model.safetensors, vocab.txt "
-          f"(BertForSequenceClassification.from_pretrained({str(out)!r}, num_labels=2))\n"
-          f"  eval_results.txt, results.json, metrics.jsonl, metrics.csv, loss_curve.png")
+    model_files = [f for f in ("config.json", "model.safetensors", "vocab.txt") if (out / f).is_file()]
+    others = sorted(f.name for f in out.iterdir() if f.is_file() and f.name not in model_files)
+    print(f"\nwrote {out.resolve()}/:\n  the model: {', '.join(model_files)} "
+          f"(BertForSequenceClassification.from_pretrained({str(out)!r}))\n  {', '.join(others)}")
     return dict(res, baseline=base, seconds=secs)

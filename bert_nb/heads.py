@@ -106,11 +106,17 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
         return nsp
 
 # %% ../nbs/03_heads.ipynb #43378b23
+def _labels(model, num_labels):
+    "Give `model` an explicit `num_labels`, else its config's (a transformers folder records it), else 2."
+    model.num_labels = num_labels if num_labels is not None else model.config.label_count or 2
+    model.config.set_labels(model.num_labels)  # num_labels, id2label, label2id: what transformers reads back
+    return model.num_labels
+
 class BertForSequenceClassification(BertPreTrainedModel):
     "BERT with a classifier on the pooled output; `num_labels=1` is regression (MSE)."
-    def __init__(self, config, num_labels=2):
+    def __init__(self, config, num_labels=None):
         super().__init__(config)
-        self.num_labels = num_labels
+        num_labels = _labels(self, num_labels)
         self.bert = BertModel(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
@@ -124,7 +130,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
 
 class BertForMultipleChoice(BertPreTrainedModel):
-    "BERT scoring each of `num_choices` (B, num_choices, T) inputs; softmax across the choices."
+    "BERT scoring each of the (B, num_choices, T) inputs' choices; softmax across the choices."
     def __init__(self, config, num_choices=2):
         super().__init__(config)
         self.num_choices = num_choices
@@ -136,14 +142,15 @@ class BertForMultipleChoice(BertPreTrainedModel):
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
         flat = lambda t: None if t is None else t.view(-1, t.size(-1))  # (B, C, T) -> (B*C, T)
         _, pooled = self.bert(flat(input_ids), flat(token_type_ids), flat(attention_mask), output_all_encoded_layers=False)
-        logits = self.classifier(self.dropout(pooled)).view(-1, self.num_choices)  # (B, C)
+        C = input_ids.size(1) if input_ids.dim() == 3 else self.num_choices
+        logits = self.classifier(self.dropout(pooled)).view(-1, C)  # (B, C)
         return logits if labels is None else F.cross_entropy(logits, labels)
 
 class BertForTokenClassification(BertPreTrainedModel):
     "BERT with a classifier on every token (NER); the loss counts only unmasked tokens."
-    def __init__(self, config, num_labels=2):
+    def __init__(self, config, num_labels=None):
         super().__init__(config)
-        self.num_labels = num_labels
+        num_labels = _labels(self, num_labels)
         self.bert = BertModel(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, num_labels)

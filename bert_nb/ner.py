@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
-from .hub import atomic_write, read_utf8
+from .hub import atomic_write, read_utf8, positive_int
 from .tokenization import BertTokenizer
 from .heads import BertForTokenClassification
 from .trainer import Trainer, TrainingArgs, add_training_arguments, set_seed
@@ -184,7 +184,7 @@ def add_ner_arguments(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "The flags of `bert_nb run_ner`, and the trainer's."
     p.add_argument("--data_dir", required=True, help="folder with train.txt, dev.txt (and test.txt): CoNLL-2003's layout")
     p.add_argument("--bert_model", required=True, help="shortcut name (bert-base-cased, ...), folder or archive of a pretrained BERT")
-    p.add_argument("--max_seq_length", type=int, default=128, help="pieces per sequence, [CLS] and [SEP] included; longer sentences are split")
+    p.add_argument("--max_seq_length", type=positive_int, default=128, help="pieces per sequence, [CLS] and [SEP] included; longer sentences are split")
     p.add_argument("--do_train", action="store_true", help="fine-tune on train.txt")
     p.add_argument("--do_eval", action="store_true", help="evaluate on dev.txt")
     p.add_argument("--do_predict", action="store_true", help="tag test.txt, score it, write test_predictions.txt")
@@ -224,6 +224,7 @@ def run_ner(args:argparse.Namespace # parsed `add_ner_arguments` flags
     feats = {k: ner_features(v, tokenizer, label_list, args.max_seq_length) for k, v in files.items()}
     set_seed(args.seed)  # the new classifier's initial weights
     model = BertForTokenClassification.from_pretrained(args.bert_model, num_labels=len(label_list))
+    model.config.set_labels(label_list)  # the tag names, for transformers' pipelines
     _check_length(args.max_seq_length, model.config)
     dev = ner_metrics(files["dev"], feats["dev"], label_list) if args.do_eval else None
     trainer = Trainer(model, TrainingArgs.from_namespace(args), _dataset(feats["train"], True) if args.do_train else None,

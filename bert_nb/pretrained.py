@@ -40,7 +40,7 @@ def _find(d:Path, names, what:str) -> str:
     raise FileNotFoundError(f"no {what} file in {d}: looked for {' or '.join(names)}; it holds: "
                             f"{', '.join(held[:20]) or 'nothing'}{' ...' if len(held) > 20 else ''}.{tf}")
 
-def resolve_model_files(name_or_path, # a shortcut name (`bert-base-uncased`), a directory, or the seed's .tar.gz (path or URL)
+def resolve_model_files(name_or_path, # a shortcut name (`bert-base-uncased`), a directory, a weights URL, or an archive
                         cache_dir=None, # download and extraction cache; `hub.default_cache_dir()` if None
                         progress:bool=True # show a progress bar while downloading
                        ) -> tuple:
@@ -54,6 +54,8 @@ def resolve_model_files(name_or_path, # a shortcut name (`bert-base-uncased`), a
             try: return config, resolve_pretrained_file(s, WEIGHTS_NAME, cache_dir, progress)
             except HubDownloadError as e2: raise HubDownloadError(f"no weights for {s}: {e}; and {e2}") from e2
     is_url = urllib.parse.urlsplit(s).scheme in ('http', 'https')
+    if is_url and s.rpartition('/')[2] in (SAFE_WEIGHTS_NAME, WEIGHTS_NAME):  # a weights URL: its config lies beside it
+        return cached_path(s.rpartition('/')[0] + '/' + CONFIG_NAME, cache_dir, progress), cached_path(s, cache_dir, progress)
     p = Path(cached_path(s, cache_dir, progress) if is_url else os.path.expanduser(s))
     if p.is_file():
         if not (s.lower().endswith(_ARCHIVES) or tarfile.is_tarfile(p)):

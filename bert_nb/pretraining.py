@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import Dataset
-from .hub import atomic_write
+from .hub import atomic_write, nonnegative_int, positive_int, probability
 from .tokenization import BasicTokenizer, BertTokenizer
 from .config import BertConfig
 from .heads import BertForPreTraining
@@ -354,12 +354,12 @@ def add_create_pretraining_data_arguments(p:argparse.ArgumentParser) -> argparse
     a("--vocab_file", required=True, help="the vocabulary file that the BERT model was trained on")
     a("--do_lower_case", action=argparse.BooleanOptionalAction, default=True, help="lower-case the input (uncased models)")
     a("--do_whole_word_mask", action="store_true", help="mask whole words rather than single WordPieces")
-    a("--max_seq_length", type=int, default=128, help="maximum sequence length")
-    a("--max_predictions_per_seq", type=int, default=20, help="maximum number of masked LM predictions per sequence")
+    a("--max_seq_length", type=positive_int, default=128, help="maximum sequence length")
+    a("--max_predictions_per_seq", type=positive_int, default=20, help="maximum number of masked LM predictions per sequence")
     a("--random_seed", type=int, default=12345, help="random seed for data generation")
-    a("--dupe_factor", type=int, default=10, help="number of times to duplicate the input data (with different masks)")
-    a("--masked_lm_prob", type=float, default=0.15, help="masked LM probability")
-    a("--short_seq_prob", type=float, default=0.1, help="probability of creating sequences shorter than the maximum length")
+    a("--dupe_factor", type=positive_int, default=10, help="number of times to duplicate the input data (with different masks)")
+    a("--masked_lm_prob", type=probability, default=0.15, help="masked LM probability")
+    a("--short_seq_prob", type=probability, default=0.1, help="probability of creating sequences shorter than the maximum length")
     return p
 
 def create_pretraining_data_main(args:argparse.Namespace) -> int:
@@ -428,9 +428,9 @@ def add_train_vocab_arguments(p:argparse.ArgumentParser) -> argparse.ArgumentPar
     a = p.add_argument
     a("--input_file", required=True, help="text file(s) to learn from (comma-separated, glob patterns allowed): the training text, not the held-out")
     a("--vocab_file", required=True, help="the vocab.txt to write")
-    a("--vocab_size", type=int, default=8000, help="pieces wanted, the five special ones included (bert-base: 30522)")
+    a("--vocab_size", type=positive_int, default=8000, help="pieces wanted, the five special ones included (bert-base: 30522)")
     a("--do_lower_case", action=argparse.BooleanOptionalAction, default=True, help="an uncased vocabulary (lower-case, strip accents)")
-    a("--min_frequency", type=int, default=2, help="merge a pair of pieces only if it occurs this often")
+    a("--min_frequency", type=positive_int, default=2, help="merge a pair of pieces only if it occurs this often")
     return p
 
 def train_vocab_main(args:argparse.Namespace) -> int:
@@ -523,15 +523,15 @@ def add_run_pretraining_arguments(p:argparse.ArgumentParser) -> argparse.Argumen
     a = p.add_argument
     a("--input_file", required=True, help="instance file(s) of create_pretraining_data: comma-separated, glob patterns allowed")
     a("--eval_file", default=None, help="held-out instance file(s); default: the last --holdout_fraction of --input_file")
-    a("--holdout_fraction", type=float, default=0.05, help="share of the instances held out for evaluation when there is no --eval_file")
+    a("--holdout_fraction", type=probability, default=0.05, help="share of the instances held out for evaluation when there is no --eval_file")
     a("--bert_config_file", default=None, help="config JSON of a new model (not needed with --init_checkpoint)")
     a("--init_checkpoint", default=None, help="a pretrained model to start from (folder, archive or shortcut name)")
     a("--vocab_file", default=None, help="vocab.txt to save beside the trained model")
-    a("--max_seq_length", type=int, default=128, help="maximum sequence length: must match the instance files")
-    a("--max_predictions_per_seq", type=int, default=20, help="maximum masked LM predictions per sequence: must match the files")
-    a("--num_train_steps", type=int, default=100000, help="number of training steps (--max_steps overrides it)")
-    a("--num_warmup_steps", type=int, default=None, help="number of warmup steps (default: --warmup_proportion of the steps)")
-    a("--save_checkpoints_steps", type=int, default=None, help="how often to save a checkpoint (default: --save_steps)")
+    a("--max_seq_length", type=positive_int, default=128, help="maximum sequence length: must match the instance files")
+    a("--max_predictions_per_seq", type=positive_int, default=20, help="maximum masked LM predictions per sequence: must match the files")
+    a("--num_train_steps", type=positive_int, default=100000, help="number of training steps (--max_steps overrides it)")
+    a("--num_warmup_steps", type=nonnegative_int, default=None, help="number of warmup steps (default: --warmup_proportion of the steps)")
+    a("--save_checkpoints_steps", type=positive_int, default=None, help="how often to save a checkpoint (default: --save_steps)")
     a("--do_train", action="store_true", help="whether to run training")
     a("--do_eval", action="store_true", help="whether to run eval on the held-out set")
     return add_training_arguments(p)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 from .tokenization import BasicTokenizer, BertTokenizer, whitespace_tokenize
-from .hub import atomic_write
+from .hub import atomic_write, positive_int
 from .heads import BertForQuestionAnswering
 from .trainer import Trainer, TrainingArgs, add_training_arguments
 
@@ -484,14 +484,14 @@ def add_squad_arguments(p):
     a("--bert_model", required=True, help="a shortcut name (bert-base-uncased, ...) or a folder with config, weights and vocab.txt")
     a("--train_file", default=None, help="SQuAD json for training, e.g. train-v1.1.json")
     a("--predict_file", default=None, help="SQuAD json for predictions, e.g. dev-v1.1.json or test-v1.1.json")
-    a("--max_seq_length", type=int, default=384, help="the longest input in WordPiece tokens; longer paragraphs are read in windows")
-    a("--doc_stride", type=int, default=128, help="how far apart the windows over a long paragraph start")
-    a("--max_query_length", type=int, default=64, help="questions longer than this many tokens are truncated")
+    a("--max_seq_length", type=positive_int, default=384, help="the longest input in WordPiece tokens; longer paragraphs are read in windows")
+    a("--doc_stride", type=positive_int, default=128, help="how far apart the windows over a long paragraph start")
+    a("--max_query_length", type=positive_int, default=64, help="questions longer than this many tokens are truncated")
     a("--do_train", action="store_true", help="whether to run training")
     a("--do_predict", action="store_true", help="whether to run eval on the dev set")
-    a("--predict_batch_size", type=int, default=8, help="total batch size for predictions")
-    a("--n_best_size", type=int, default=20, help="the number of n-best predictions to keep in nbest_predictions.json")
-    a("--max_answer_length", type=int, default=30, help="the longest answer to predict, in WordPiece tokens")
+    a("--predict_batch_size", type=positive_int, default=8, help="total batch size for predictions")
+    a("--n_best_size", type=positive_int, default=20, help="the number of n-best predictions to keep in nbest_predictions.json")
+    a("--max_answer_length", type=positive_int, default=30, help="the longest answer to predict, in WordPiece tokens")
     a("--verbose_logging", action="store_true", help="log why a predicted span could not be mapped back to the original text")
     a("--do_lower_case", action="store_true", help="lower-case the input (True for uncased models)")
     a("--version_2_with_negative", action="store_true", help="the SQuAD examples contain some that do not have an answer")

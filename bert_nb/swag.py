@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
-from .hub import atomic_write, read_utf8
+from .hub import atomic_write, read_utf8, positive_int
 from .tokenization import BertTokenizer
 from .heads import BertForMultipleChoice
 from .trainer import Trainer, TrainingArgs, add_training_arguments, set_seed
@@ -101,7 +101,7 @@ def add_swag_arguments(p:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "The flags of `bert_nb run_swag`: the seed's run_swag.py, and the trainer's."
     p.add_argument("--data_dir", required=True, help="folder holding train.csv and val.csv (SWAG's layout)")
     p.add_argument("--bert_model", required=True, help="shortcut name (bert-base-uncased, ...), folder or archive of a pretrained BERT")
-    p.add_argument("--max_seq_length", type=int, default=128, help="tokens per (context, ending) pair after WordPiece: longer pairs are truncated, shorter padded")
+    p.add_argument("--max_seq_length", type=positive_int, default=128, help="tokens per (context, ending) pair after WordPiece: longer pairs are truncated, shorter padded")
     p.add_argument("--do_train", action="store_true", help="fine-tune on train.csv")
     p.add_argument("--do_eval", action="store_true", help="evaluate on val.csv")
     p.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=True, help="lower-case the text (uncased models)")

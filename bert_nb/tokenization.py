@@ -10,7 +10,7 @@ __all__ = ['NEVER_SPLIT', 'VOCAB_NAME', 'PRETRAINED_VOCAB_ARCHIVE_MAP', 'PRETRAI
 # %% ../nbs/00_tokenizer.ipynb #392427fe
 import collections, logging, os, re, unicodedata, warnings
 from fastcore.basics import patch
-from .hub import PRETRAINED_MODEL_NAMES, atomic_write, hub_url, resolve_pretrained_file
+from .hub import PRETRAINED_MODEL_NAMES, atomic_write, cached_path, hub_url, resolve_pretrained_file
 
 # %% ../nbs/00_tokenizer.ipynb #66ed4363
 def _is_whitespace(char):
@@ -281,7 +281,7 @@ def from_pretrained(cls:BertTokenizer, pretrained_model_name_or_path, cache_dir=
         cased = "-cased" in name
         if kwargs.get("do_lower_case", True) == cased:
             logger.warning(f"The pre-trained model you are loading is {'a cased' if cased else 'an uncased'} model "
-                           f"but you have set `do_lower_case` to {not cased}. We are setting "
+                           f"but you have set `do_lower_case` to {cased}. We are setting "
                            f"`do_lower_case={not cased}` for you but you may want to check this behavior.")
             kwargs["do_lower_case"] = not cased
         kwargs["max_len"] = min(kwargs.get("max_len") or int(1e12), PRETRAINED_VOCAB_POSITIONAL_EMBEDDINGS_SIZE_MAP[name])

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .optimization import BertAdam, get_scheduler, no_decay_groups
 import numpy as np
 from fastcore.basics import patch
+from .hub import nonnegative_float, nonnegative_int, positive_float, positive_int, probability
 
 # %% ../nbs/04a_trainer.ipynb #739a3f8f
 @dataclass
@@ -65,30 +66,30 @@ def add_training_arguments(parser:argparse.ArgumentParser):
     "Add the seed's training flags (its spellings and defaults) and the trainer's new ones to `parser`."
     a = parser.add_argument
     a("--output_dir", required=True, help="where checkpoints, metrics and plots are written")
-    a("--train_batch_size", type=int, default=32, help="examples per optimizer step in each process")
-    a("--eval_batch_size", type=int, default=8, help="examples per evaluation batch")
-    a("--learning_rate", type=float, default=5e-5, help="the initial learning rate for Adam")
-    a("--num_train_epochs", type=float, default=3.0, help="total number of training epochs to perform")
-    a("--max_steps", type=int, default=None, help="optimizer steps to take (overrides --num_train_epochs)")
-    a("--warmup_proportion", type=float, default=0.1, help="proportion of training with a linear learning-rate warmup")
-    a("--gradient_accumulation_steps", type=int, default=1, help="micro-batches to accumulate before each update")
+    a("--train_batch_size", type=positive_int, default=32, help="examples per optimizer step in each process")
+    a("--eval_batch_size", type=positive_int, default=8, help="examples per evaluation batch")
+    a("--learning_rate", type=positive_float, default=5e-5, help="the initial learning rate for Adam")
+    a("--num_train_epochs", type=positive_float, default=3.0, help="total number of training epochs to perform")
+    a("--max_steps", type=positive_int, default=None, help="optimizer steps to take (overrides --num_train_epochs)")
+    a("--warmup_proportion", type=probability, default=0.1, help="proportion of training with a linear learning-rate warmup")
+    a("--gradient_accumulation_steps", type=positive_int, default=1, help="micro-batches to accumulate before each update")
     a("--seed", type=int, default=42, help="random seed for initialization")
     a("--no_cuda", action="store_true", help="whether not to use CUDA when available")
     a("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1, help="local_rank for distributed training on gpus")
     a("--fp16", action="store_true", help="whether to use 16-bit float precision instead of 32-bit")
     a("--bf16", action="store_true", help="bfloat16 autocast (no loss scaling; CPUs too)")
-    a("--loss_scale", type=float, default=0, help="0: dynamic loss scaling; a positive power of 2: static loss scaling")
-    a("--weight_decay", type=float, default=0.01, help="decoupled weight decay (none on biases and LayerNorm)")
+    a("--loss_scale", type=nonnegative_float, default=0, help="0: dynamic loss scaling; a positive power of 2: static loss scaling")
+    a("--weight_decay", type=nonnegative_float, default=0.01, help="decoupled weight decay (none on biases and LayerNorm)")
     a("--max_grad_norm", type=float, default=1.0, help="gradient clipping norm; <= 0: none")
     a("--optimizer", choices=["bertadam", *OPTIMIZERS], default="bertadam", help="BertAdam (the seed's), torch AdamW, or one registered in OPTIMIZERS")
     a("--schedule", default="warmup_linear", help="learning-rate schedule (warmup_linear, warmup_cosine, warmup_constant, none)")
-    a("--save_steps", type=int, default=0, help="save a checkpoint every N optimizer steps (0: at the end only)")
-    a("--logging_steps", type=int, default=10, help="write a metrics line every N optimizer steps")
-    a("--eval_steps", type=int, default=0, help="evaluate every N optimizer steps (0: at the end only)")
+    a("--save_steps", type=nonnegative_int, default=0, help="save a checkpoint every N optimizer steps (0: at the end only)")
+    a("--logging_steps", type=nonnegative_int, default=10, help="write a metrics line every N optimizer steps")
+    a("--eval_steps", type=nonnegative_int, default=0, help="evaluate every N optimizer steps (0: at the end only)")
     a("--resume_from", default=None, help="'latest' or a checkpoint directory to resume from")
     a("--no_progress", dest="progress", action="store_false", help="no progress bars")
     a("--no_plot", dest="plot", action="store_false", help="no loss_curve.png at the end")
-    a("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    a("--num_workers", type=nonnegative_int, default=0, help="DataLoader worker processes")
     a("--overwrite_output_dir", action="store_true", help="train into a non-empty output_dir")
     a("--ddp_find_unused_parameters", action="store_true", help="for models whose loss leaves some parameters without gradient")
     return parser
