@@ -6,9 +6,9 @@
 __all__ = ['SUBCOMMANDS', 'ORDER', 'subcommand', 'build_parser', 'main', 'tokenize_cmd', 'demo']
 
 # %% ../nbs/99_cli.ipynb #8cb5ba1a
-import argparse, os, sys
+import argparse, os, signal, sys, threading
 from .tokenization import BertTokenizer
-from .hub import minilm_dir
+from .hub import Interrupted, minilm_dir, utf8_lines
 
 # %% ../nbs/99_cli.ipynb #d21b30b8
 SUBCOMMANDS = {}  # name -> (help, add_arguments, run)
@@ -26,7 +26,9 @@ def subcommand(name, help, add_arguments):
 def build_parser():
     "The `bert_nb` argument parser with every registered subcommand."
     p = argparse.ArgumentParser(prog="bert_nb", description="bert_nb: BERT in PyTorch, op for op with "
-                                "pytorch-pretrained-bert. Run a subcommand with --help for its flags.")
+                                "pytorch-pretrained-bert. Run a subcommand with --help for its flags.",
+                                epilog="Several processes (GPUs, or machines): torchrun --nproc_per_node N -m bert_nb "
+                                       "run_classifier ... (python -m bert_nb is the same command).")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (or set BERT_NB_DEBUG=1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="subcommands")
     rank = {n: i for i, n in enumerate(ORDER)}
@@ -58,11 +60,15 @@ def main(argv=None):
     if getattr(args, "_run", None) is None:
         p.print_help()
         return 2
+    def terminated(signum, frame): raise Interrupted(signum)
+    old = signal.signal(signal.SIGTERM, terminated) if threading.current_thread() is threading.main_thread() else None
     try: return args._run(args) or 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (a scheduler's notice): what was saved, and 128 + the signal
         if _debug(args): raise
-        print(f"bert_nb {args.command}: interrupted", file=sys.stderr)
-        return 130
+        signum, saved = getattr(e, "signum", signal.SIGINT), getattr(e, "message", "")
+        print(f"bert_nb {args.command}: interrupted by {signal.Signals(signum).name}" + (f"; {saved}" if saved else ""),
+              file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, and let Python not complain at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -70,6 +76,8 @@ def main(argv=None):
         if _debug(args): raise
         print(f"bert_nb {args.command}: error: {_message(e)}", file=sys.stderr)
         return 1
+    finally:
+        if old is not None: signal.signal(signal.SIGTERM, old)
 
 # %% ../nbs/99_cli.ipynb #25a46665
 def _tokenize_args(p):
@@ -88,9 +96,8 @@ def _load_tokenizer(args):
 @subcommand("tokenize", "Tokenize lines of text into WordPiece tokens or ids.", _tokenize_args)
 def tokenize_cmd(args):
     tok = _load_tokenizer(args)
-    files = [open(f, encoding="utf-8") for f in args.input_files] or [sys.stdin]
-    for f in files:
-        for line in f:
+    for path in args.input_files or ["-"]:
+        for line in utf8_lines(path, "a text file to tokenize"):
             toks = tok.tokenize(line)
             print(" ".join(map(str, tok.convert_tokens_to_ids(toks)) if args.ids else toks))
 

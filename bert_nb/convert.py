@@ -10,18 +10,17 @@ __all__ = ['HEAD_VARIABLES', 'EMBEDDINGS', 'OPTIMIZER_VARIABLES', 'TIED', 'logge
            'google_bert_modeling', 'add_convert_arguments', 'convert_main']
 
 # %% ../nbs/05_convert.ipynb #b6c216ec
-import argparse, logging, os, re, sys, tempfile, types
-from contextlib import suppress
+import argparse, logging, os, re, sys, types
 from pathlib import Path
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from .config import BertConfig
 from .modeling import BertModel, BertPreTrainedModel
 from .heads import (BertForPreTraining, BertForMaskedLM, BertForNextSentencePrediction, BertForSequenceClassification,
                            BertForMultipleChoice, BertForTokenClassification, BertForQuestionAnswering)
 from .pretrained import CONFIG_NAME, TF_CONFIG_NAME, WEIGHTS_NAME, SAFE_WEIGHTS_NAME, load_state_dict_into
-from .hub import positive_int
+from .hub import atomic_open, atomic_write, check_writable, positive_int
 
 # %% ../nbs/05_convert.ipynb #57ca1704
 HEAD_VARIABLES = {  # Google's head variables -> PyTorch parameters; stored (out, in) already: never transposed
@@ -242,24 +241,6 @@ def save_tf_checkpoint(model:torch.nn.Module, # a BERT model (with `.config`)
     return prefix
 
 # %% ../nbs/05_convert.ipynb #641a2b8e
-def _umask() -> int:
-    m = os.umask(0o022); os.umask(m)
-    return m
-
-def _atomic_save(path, write):
-    "Call `write(tmp)` for a temporary file beside `path`, then fsync it and rename it to `path`."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, 'rb') as f: os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError): os.remove(tmp)
-        raise
-    return str(path)
-
 def _model_class(model_class):
     "A model class from a class or its name."
     if isinstance(model_class, type) and issubclass(model_class, BertPreTrainedModel): return model_class
@@ -275,6 +256,8 @@ def convert_tf_checkpoint_to_pytorch(tf_checkpoint_path, # Google's checkpoint p
                                     ) -> str:
     "Convert a TensorFlow BERT checkpoint into a PyTorch state dict file; return the file's path."
     config = BertConfig.from_json_file(bert_config_file)
+    dump = Path(os.path.expanduser(os.fspath(pytorch_dump_path)))
+    check_writable(dump/WEIGHTS_NAME if dump.is_dir() else dump)
     tf_vars = load_tf_checkpoint(tf_checkpoint_path)
     _check_bert(tf_vars, source=str(tf_checkpoint_path))
     cls, kwargs = model_class_for(tf_vars) if model_class is None else (_model_class(model_class), {})
@@ -295,8 +278,9 @@ def convert_tf_checkpoint_to_pytorch(tf_checkpoint_path, # Google's checkpoint p
         seen, once = set(), {}
         for k, t in state.items():  # safetensors stores a tensor once: the tied decoder is the word embeddings again
             if t.data_ptr() not in seen: seen.add(t.data_ptr()); once[k] = t.contiguous()
-        return _atomic_save(out, lambda tmp: save_file(once, tmp, metadata={'format': 'pt'}))
-    return _atomic_save(out, lambda tmp: torch.save(state, tmp))
+        return atomic_write(out, safetensors_bytes(once, metadata={'format': 'pt'}))
+    with atomic_open(out) as f: torch.save(state, f)
+    return str(out)
 
 # %% ../nbs/05_convert.ipynb #9346ed63
 def load_tf_weights_in_bert(model:torch.nn.Module, # the model to fill

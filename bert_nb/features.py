@@ -4,15 +4,13 @@
 
 # %% auto #0
 __all__ = ['InputExample', 'read_examples', 'InputFeatures', 'convert_examples_to_features', 'parse_layers', 'feature_records',
-           'atomic_text_file', 'extract_features', 'add_features_arguments', 'features_main']
+           'extract_features', 'add_features_arguments', 'features_main']
 
 # %% ../nbs/08a_extract_features.ipynb #c0a8156c
-import argparse, json, os, re, sys, tempfile
-from contextlib import contextmanager, suppress
+import argparse, json, os, re, sys
 from dataclasses import dataclass
-from pathlib import Path
 import torch
-from .hub import read_utf8, positive_int
+from .hub import atomic_open, check_writable, positive_int, read_utf8
 from .tokenization import BertTokenizer
 from .modeling import BertModel
 
@@ -103,25 +101,6 @@ def feature_records(model:torch.nn.Module, # a `BertModel` (or one wrapped in Da
         for f, out in zip(chunk, picked): yield _record(f, out, layer_indexes)
 
 # %% ../nbs/08a_extract_features.ipynb #b82feede
-def _umask() -> int:
-    m = os.umask(0o022); os.umask(m)
-    return m
-
-@contextmanager
-def atomic_text_file(path):
-    "A text file to write in a `with` block; it appears at `path`, complete, when the block ends (temp file, fsync, rename)."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-            f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError): os.unlink(tmp)
-        raise
-
 def _device(no_cuda:bool, local_rank:int) -> torch.device:
     "GPU `local_rank` (or the first GPU) when there is one and `no_cuda` is off; else the CPU."
     if no_cuda or not torch.cuda.is_available(): return torch.device("cpu")
@@ -139,6 +118,7 @@ def extract_features(input_file, # text, one example a line; `a ||| b` is a pair
                     ) -> int:
     "Write Google's extract_features.py JSON for every line of `input_file` to `output_file`; return the number of lines."
     layer_indexes = parse_layers(layers)
+    check_writable(output_file)
     features = convert_examples_to_features(read_examples(input_file), max_seq_length,
                                             BertTokenizer.from_pretrained(bert_model, do_lower_case=do_lower_case))
     device = _device(no_cuda, local_rank)
@@ -146,7 +126,7 @@ def extract_features(input_file, # text, one example a line; `a ||| b` is a pair
     parse_layers(layers, model.config.num_hidden_layers)
     model.to(device)
     if device.type == "cuda" and local_rank < 0 and torch.cuda.device_count() > 1: model = torch.nn.DataParallel(model)
-    with atomic_text_file(output_file) as f:
+    with atomic_open(output_file, "w") as f:
         for rec in feature_records(model, features, layer_indexes, batch_size, device): f.write(json.dumps(rec) + "\n")
     return len(features)
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 import bert_nb
-from .hub import atomic_write, minilm_dir, read_utf8, positive_float, positive_int
+from .hub import atomic_write, holds_output_dir, minilm_dir, output_files, positive_float, positive_int, read_utf8
 from .tokenization import BertTokenizer, _truncated_lengths
 from .heads import BertForSequenceClassification
 from .trainer import Trainer, TrainingArgs, add_training_arguments, set_seed, setup_device
@@ -329,8 +329,8 @@ def _check_run(args):
     if not Path(args.data_dir).is_dir(): raise FileNotFoundError(f"--data_dir {args.data_dir} is not a directory")
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir(): raise ValueError(f"--output_dir {out} exists and is not a directory")
-    if args.do_train and out.is_dir() and any(out.iterdir()) and not args.overwrite_output_dir and not getattr(args, "resume_from", None):
-        names = sorted(p.name for p in out.iterdir())
+    names = output_files(out)
+    if args.do_train and names and not args.overwrite_output_dir and not getattr(args, "resume_from", None):
         raise ValueError(f"Output directory ({out}) already exists and is not empty ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}): "
                          "pass --overwrite_output_dir to write into it, or choose another --output_dir")
 
@@ -362,6 +362,7 @@ def _write_predictions(path, examples, logits, label_list, output_mode):
     atomic_write(path, "index\tprediction\n" + "".join(rows))
 
 # %% ../nbs/06_finetune_glue.ipynb #ebc01d39
+@holds_output_dir
 def run_classifier(args) -> dict:
     "The seed's run_classifier.py as a function of its flags: fine-tune, evaluate and/or predict on a GLUE task."
     _check_run(args)

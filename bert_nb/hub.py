@@ -4,12 +4,15 @@
 
 # %% auto #0
 __all__ = ['PRETRAINED_MODEL_NAMES', 'positive_int', 'nonnegative_int', 'positive_float', 'nonnegative_float', 'probability',
-           'hub_endpoint', 'hub_url', 'default_cache_dir', 'url_to_filename', 'atomic_write', 'read_utf8',
-           'HubDownloadError', 'is_offline', 'file_lock', 'HubServer', 'serve_directory', 'http_get', 'download_file',
-           'cached_path', 'resolve_pretrained_file', 'extract_archive', 'minilm_dir']
+           'LOCK_NAME', 'hub_endpoint', 'hub_url', 'default_cache_dir', 'url_to_filename', 'is_stream', 'atomic_open',
+           'atomic_write', 'check_writable', 'read_utf8', 'utf8_lines', 'HubDownloadError', 'is_offline', 'file_lock',
+           'OutputDirInUse', 'Interrupted', 'hold_output_dir', 'holds_output_dir', 'output_files', 'HubServer',
+           'serve_directory', 'http_get', 'download_file', 'cached_path', 'resolve_pretrained_file', 'extract_archive',
+           'minilm_dir']
 
 # %% ../nbs/01a_hub.ipynb #3f14bd8d
-import argparse, hashlib, http.client, http.server, json, logging, os, posixpath, re, shutil, tarfile, tempfile, threading, time, zipfile
+import argparse, contextlib, functools, hashlib, http.client, http.server, json, logging, os, posixpath, re, shutil, signal, socket, sys, tarfile, tempfile
+import threading, time, zipfile
 import urllib.error, urllib.parse, urllib.request
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -46,24 +49,78 @@ def url_to_filename(url:str, etag:str|None=None) -> str:
 
 # %% ../nbs/01a_hub.ipynb #c91820df
 def _umask() -> int:
-    "This process's umask."
-    m = os.umask(0); os.umask(m)
+    "This process's umask, read without changing it where Linux allows."
+    with suppress(OSError, ValueError, StopIteration):
+        with open('/proc/self/status') as f: return next(int(l.split()[1], 8) for l in f if l.startswith('Umask:'))
+    m = os.umask(0o022)
+    os.umask(m)
     return m
+
+def _write_target(path) -> Path:
+    "Where writing `path` lands: the final target of a symbolic link, else `path` itself."
+    p = Path(path)
+    return Path(os.path.realpath(p)) if p.is_symlink() else p
+
+def is_stream(path) -> bool:
+    "Is `path` something to write into rather than replace: a FIFO, a device, /dev/stdout, a /proc file?"
+    p = Path(path)
+    if str(p.absolute()).startswith(('/dev/', '/proc/')): return True  # /dev/stdout may lead to a pipe or the shell's file
+    return p.exists() and not p.is_file() and not p.is_dir()
+
+def _cannot_write(path, e:OSError) -> OSError:
+    "The error for a destination that cannot be written: it names `path` and why, not a temporary file."
+    folder = _write_target(path).parent
+    why = (f"no such directory {folder}" if isinstance(e, FileNotFoundError) else
+           f"{e.strerror or e} (in {folder})")
+    return type(e)(f"cannot write {path}: {why}")
+
+@contextmanager
+def atomic_open(path, # the file to (re)write
+                mode:str='wb' # 'wb' for bytes, 'w' for text (UTF-8)
+               ):
+    "A file to write in a `with` block; when the block ends it replaces `path` whole. An error leaves `path` as it was."
+    if mode not in ('w', 'wb'): raise ValueError(f"atomic_open writes with mode 'w' or 'wb', not {mode!r}")
+    kw = dict(encoding='utf-8') if mode == 'w' else {}
+    if Path(path).is_dir(): raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    if is_stream(path):  # nothing to replace: write into it
+        with open(path, mode, **kw) as f: yield f
+        return
+    target = _write_target(path)
+    try: fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f'.{target.name}.', suffix='.tmp')
+    except OSError as e: raise _cannot_write(path, e) from None
+    try:
+        with os.fdopen(fd, mode, **kw) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        with suppress(FileNotFoundError): os.unlink(tmp)
+        raise
 
 def atomic_write(path, # the file to (re)write
                  data # str (written as UTF-8) or bytes
                 ) -> str:
-    "Write `data` to `path` via a temp file, fsync and rename: never a half-written file. Returns the path."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    "Write `data` to `path` through `atomic_open`: never a half-written file. Returns the path."
+    if not isinstance(data, (str, bytes, bytearray, memoryview)):
+        raise TypeError(f"atomic_write writes str or a bytes-like object, not {type(data).__name__}")
+    with atomic_open(path, 'w' if isinstance(data, str) else 'wb') as f: f.write(data)
+    return str(path)
+
+def check_writable(path # a file the command will write
+                  ) -> str:
+    "Raise now, naming `path`, if writing it later would fail (its folder missing or not writable); return it."
+    if Path(path).is_dir(): raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    if is_stream(path):
+        if not os.access(path, os.W_OK): raise PermissionError(f"cannot write {path}: permission denied")
+        return str(path)
+    target = _write_target(path)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data.encode('utf-8') if isinstance(data, str) else data); f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
+        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=f'.{target.name}.', suffix='.probe')
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e: raise _cannot_write(path, e) from None
     return str(path)
 
 # %% ../nbs/01a_hub.ipynb #c63f6440
@@ -76,6 +133,23 @@ def read_utf8(path, # the file to read
     try: return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e: line, why = data.count(b"\n", 0, e.start) + 1, f"{e.reason} at byte {e.start}"
     raise ValueError(f"{path}, line {line}: not UTF-8 text ({why})")
+
+def utf8_lines(path, # a file, or '-' for standard input
+               what:str='' # what it should be, for the error message
+              ):
+    "The lines of `path` as text, read as they come (a UTF-8 BOM dropped); a line that is not UTF-8 names file and line."
+    name = '<stdin>' if path == '-' else str(path)
+    if path != '-' and not os.path.isfile(path): raise FileNotFoundError(f"{path}: no such file{f' ({what})' if what else ''}")
+    if path == '-' and not hasattr(sys.stdin, 'buffer'):  # already text: a notebook's or a test's stand-in
+        yield from sys.stdin
+        return
+    with (contextlib.nullcontext(sys.stdin.buffer) if path == '-' else open(path, 'rb')) as f:
+        for n, raw in enumerate(f, 1):
+            try: line = raw.decode('utf-8')
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{name}, line {n}: not UTF-8 text ({e.reason} at byte {e.start} of the line); "
+                                 "convert it first, e.g. iconv -f latin1 -t utf-8") from None
+            yield line.removeprefix('\ufeff') if n == 1 else line
 
 # %% ../nbs/01a_hub.ipynb #6f0e9d1c
 def _flag_type(kind, ok, what):
@@ -124,6 +198,83 @@ def file_lock(path, # the lock file, e.g. `<cached name>.lock`
             time.sleep(0.1)
     try: yield
     finally: os.close(fd); os.remove(path)
+
+# %% ../nbs/01a_hub.ipynb #5d2670c0
+LOCK_NAME = '.bert_nb.lock'
+_HELD = {}  # resolved folder -> [open lock file, times held]
+
+class OutputDirInUse(RuntimeError):
+    "Another run holds the output folder."
+
+class Interrupted(KeyboardInterrupt):
+    "A run stopped by SIGINT or SIGTERM (`signum`), with what it saved (`message`): a command exits 128 + signum."
+    def __init__(self, signum:int=signal.SIGINT, message:str=''):
+        super().__init__(signum, message)
+        self.signum, self.message = int(signum), message
+
+def _lock_info() -> dict:
+    return dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime('%Y-%m-%d %H:%M:%S'),
+                command=' '.join(['bert_nb' if i == 0 and a.endswith('bert_nb') else a for i, a in enumerate(sys.argv)]))
+
+def _acquire(d:Path):
+    "Open and flock `d/LOCK_NAME` (no waiting), or raise OutputDirInUse naming the holder."
+    path = d/LOCK_NAME
+    while True:
+        f = open(path, 'a+')
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            try: who = json.loads(f.read() or 'null')
+            except ValueError: who = None  # the holder is still writing it
+            f.close()
+            held = (f"pid {who['pid']} on {who['host']}, started {who['started']}: {who['command']}"
+                    if isinstance(who, dict) and {'pid', 'host', 'started', 'command'} <= set(who) else 'another process')
+            raise OutputDirInUse(f"output folder {d} is in use by another run ({held}); wait for it to end, "
+                                 "or pass another output folder") from None
+        if os.path.exists(path) and os.stat(path).st_ino == os.fstat(f.fileno()).st_ino: break
+        f.close()  # the previous holder removed the file between our open and our lock: try again
+    f.seek(0)
+    if (old := f.read().strip()):
+        _logger.warning(f"{d}: taking over the output folder of a run that ended without releasing it ({old})")
+    f.seek(0); f.truncate(); f.write(json.dumps(_lock_info())); f.flush()
+    return f
+
+@contextmanager
+def hold_output_dir(path, # the run's output folder, created if missing
+                    hold:bool=None # take the lock; None: unless this is a torchrun process other than rank 0
+                   ):
+    "Hold `path` for this run during the `with` block: another run asking for it meanwhile is refused at once."
+    d, created = Path(path), not os.path.exists(path)
+    try: d.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise type(e)(f"output folder {d} cannot be created ({e.strerror or e}): pass one you can write to") from None
+    if hold is None: hold = int(os.environ.get('RANK', 0)) == 0
+    if fcntl is None or not hold:  # no flock (Windows), or a rank that writes through rank 0's files
+        yield d
+        return
+    key = d.resolve()
+    if key not in _HELD: _HELD[key] = [_acquire(d), 0]
+    _HELD[key][1] += 1
+    try: yield d
+    finally:
+        _HELD[key][1] -= 1
+        if _HELD[key][1] == 0:
+            f = _HELD.pop(key)[0]
+            with suppress(FileNotFoundError): os.unlink(d/LOCK_NAME)  # removed while held: nobody takes a stale file
+            f.close()
+            if created:
+                with suppress(OSError): d.rmdir()  # made for a run that wrote nothing (refused its arguments): gone again
+
+def holds_output_dir(run):
+    "Decorate a task's `run(args)` so that it holds `args.output_dir` (`hold_output_dir`) while it runs."
+    @functools.wraps(run)
+    def wrapper(args, *a, **kw):
+        with hold_output_dir(args.output_dir): return run(args, *a, **kw)
+    return wrapper
+
+def output_files(path) -> list:
+    "The names in output folder `path` (none if it does not exist), its lock file left out."
+    d = Path(path)
+    return sorted(p.name for p in d.iterdir() if p.name != LOCK_NAME) if d.is_dir() else []
 
 # %% ../nbs/01a_hub.ipynb #9f905539
 class _HubHandler(http.server.BaseHTTPRequestHandler):

@@ -211,6 +211,7 @@ def _check_inputs(config, input_ids, token_type_ids, attention_mask):
                         f"{input_ids.dtype if torch.is_tensor(input_ids) else type(input_ids).__name__}")
     if input_ids.dim() != 2: raise ValueError(f"input_ids must have shape (batch, sequence), got {tuple(input_ids.shape)}")
     T = input_ids.size(1)
+    if T == 0: raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}: a sequence needs at least one token ([CLS])")
     if T > config.max_position_embeddings:
         raise ValueError(f"sequence length {T} is longer than max_position_embeddings={config.max_position_embeddings}: "
                          f"truncate the inputs (the tokenizer's truncation=True does)")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
-from .hub import atomic_write, read_utf8, positive_int
+from .hub import atomic_write, holds_output_dir, positive_int, read_utf8
 from .tokenization import BertTokenizer
 from .heads import BertForTokenClassification
 from .trainer import Trainer, TrainingArgs, add_training_arguments, set_seed
@@ -214,6 +214,7 @@ def _dataset(f:NerFeatures, with_labels:bool) -> TensorDataset:
     "(input_ids, token_type_ids, attention_mask[, labels]): the order of the model's arguments."
     return TensorDataset(f.input_ids, f.token_type_ids, f.attention_mask, *([f.label_ids] if with_labels else []))
 
+@holds_output_dir
 def run_ner(args:argparse.Namespace # parsed `add_ner_arguments` flags
            ) -> dict:
     "Fine-tune, evaluate and/or predict with `BertForTokenClassification` on CoNLL files; returns the results written."

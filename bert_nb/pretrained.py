@@ -7,14 +7,13 @@ __all__ = ['CONFIG_NAME', 'TF_CONFIG_NAME', 'WEIGHTS_NAME', 'SAFE_WEIGHTS_NAME',
            'load_state_dict_file', 'normalize_keys', 'LoadReport', 'load_state_dict_into', 'save_pretrained']
 
 # %% ../nbs/01b_pretrained.ipynb #86a721a2
-import logging, os, pickle, re, secrets, tarfile, urllib.parse
-from contextlib import suppress
+import logging, os, pickle, re, tarfile, urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save as safetensors_bytes
 from .config import BertConfig
-from .hub import PRETRAINED_MODEL_NAMES, HubDownloadError, cached_path, extract_archive, resolve_pretrained_file
+from .hub import PRETRAINED_MODEL_NAMES, HubDownloadError, atomic_write, cached_path, extract_archive, resolve_pretrained_file
 
 # %% ../nbs/01b_pretrained.ipynb #395b41c1
 CONFIG_NAME = 'config.json'  # Hugging Face's name for the configuration
@@ -183,13 +182,6 @@ def load_state_dict_into(model:torch.nn.Module, # a BERT-shaped module: a base m
     return LoadReport(name, [t for t in own if t in loaded], missing, unexpected, newly, bad)
 
 # %% ../nbs/01b_pretrained.ipynb #fa3f2895
-def _umask() -> int:
-    "This process's umask, read without changing it where Linux allows."
-    with suppress(OSError, ValueError, IndexError):
-        with open('/proc/self/status') as f: return next(int(l.split()[1], 8) for l in f if l.startswith('Umask:'))
-    m = os.umask(0o022); os.umask(m)
-    return m
-
 def save_pretrained(model:torch.nn.Module, # a BERT-shaped module
                     config:BertConfig, # its configuration (anything with `to_json_file`)
                     save_directory, # folder to write into, created if missing
@@ -204,15 +196,6 @@ def save_pretrained(model:torch.nn.Module, # a BERT-shaped module
         seen.add(m)
         t = own[k].detach().to('cpu').contiguous()
         sd[k] = t.clone() if t.untyped_storage().nbytes() != t.nbytes else t  # a view into a larger block: copy it alone
-    weights = d/SAFE_WEIGHTS_NAME
-    tmp = d/f".tmp-{secrets.token_hex(8)}-{SAFE_WEIGHTS_NAME}"
-    try:
-        save_file(sd, tmp, metadata={'format': 'pt'})
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600; a saved model is read like any file
-        with open(tmp, 'rb') as f: os.fsync(f.fileno())
-        os.replace(tmp, weights)
-    except BaseException:
-        with suppress(FileNotFoundError): os.remove(tmp)
-        raise
+    weights = atomic_write(d/SAFE_WEIGHTS_NAME, safetensors_bytes(sd, metadata={'format': 'pt'}))
     config.to_json_file(d/CONFIG_NAME)
     return str(d/CONFIG_NAME), str(weights)

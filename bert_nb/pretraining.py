@@ -6,21 +6,22 @@
 __all__ = ['SPECIAL_PIECES', 'split_sentences', 'python_docs_documents', 'write_documents', 'read_documents', 'TrainingInstance',
            'create_masked_lm_predictions', 'truncate_seq_pair', 'create_instances_from_document',
            'create_training_instances', 'record_dtype', 'write_instances', 'PretrainingDataset', 'check_vocab',
-           'create_pretraining_data', 'add_create_pretraining_data_arguments', 'create_pretraining_data_main',
-           'train_wordpiece_vocab', 'add_train_vocab_arguments', 'train_vocab_main', 'PreTrainingObjective',
-           'pretraining_metrics', 'most_common_token_baseline', 'Lamb', 'add_run_pretraining_arguments',
-           'pretraining_model', 'run_pretraining', 'run_pretraining_main', 'plot_pretraining', 'predict_masked',
-           'masked_lm_accuracy_by_input']
+           'vocab_copy', 'create_pretraining_data', 'add_create_pretraining_data_arguments',
+           'create_pretraining_data_main', 'train_wordpiece_vocab', 'add_train_vocab_arguments', 'train_vocab_main',
+           'PreTrainingObjective', 'pretraining_metrics', 'most_common_token_baseline', 'Lamb',
+           'add_run_pretraining_arguments', 'pretraining_model', 'run_pretraining', 'run_pretraining_main',
+           'plot_pretraining', 'predict_masked', 'masked_lm_accuracy_by_input']
 
 # %% ../nbs/10_pretraining.ipynb #bce2a2d8
-import argparse, ast, bisect, collections, dataclasses, glob, heapq, json, logging, os, re, shutil, sys, sysconfig, tempfile, warnings
+import argparse, ast, bisect, collections, dataclasses, glob, heapq, json, logging, os, re, sys, sysconfig, warnings
 import random
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import Dataset
-from .hub import atomic_write, nonnegative_int, positive_int, probability
+from .hub import is_stream, atomic_open, atomic_write, check_writable, holds_output_dir, nonnegative_int, positive_int, probability
 from .tokenization import BasicTokenizer, BertTokenizer
 from .config import BertConfig
 from .heads import BertForPreTraining
@@ -239,14 +240,7 @@ def write_instances(instances:list, # `TrainingInstance`s
         r["masked_lm_positions"][:m] = inst.masked_lm_positions
         r["masked_lm_ids"][:m] = tokenizer.convert_tokens_to_ids(inst.masked_lm_labels)
         r["next_sentence_label"] = int(inst.is_random_next)
-    path = Path(output_file)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f: np.save(f, recs); f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, 0o644); os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
+    with atomic_open(output_file) as f: np.save(f, recs)
     return len(recs)
 
 # %% ../nbs/10_pretraining.ipynb #a984150c
@@ -311,6 +305,11 @@ def check_vocab(tokenizer:BertTokenizer):
         raise ValueError(f"the vocabulary lacks {', '.join(missing)} ({len(tokenizer.vocab)} entries): pre-training inputs are "
                          "[CLS] A [SEP] B [SEP] with [MASK] pieces; use a BERT vocab.txt, which has them")
 
+def vocab_copy(instances_file) -> Path:
+    "Where `create_pretraining_data` keeps the vocabulary of an instance file: `x.npy` -> `x.vocab.txt`."
+    p = Path(instances_file)
+    return p.with_name(p.stem + ".vocab.txt")
+
 def create_pretraining_data(input_file, # a text file, comma-separated files or glob patterns (or a list)
                             output_file, # the .npy file to write
                             vocab_file, # the vocab.txt of the model to pre-train
@@ -332,8 +331,9 @@ def create_pretraining_data(input_file, # a text file, comma-separated files or 
     if max_seq_length > 65535: raise ValueError(f"max_seq_length={max_seq_length}: at most 65535")
     tokenizer = BertTokenizer(vocab_file, do_lower_case=do_lower_case, never_split=())  # as Google's: "[MASK]" in the text is not a mask
     check_vocab(tokenizer)
-    out = Path(output_file)
-    if not out.parent.is_dir(): raise FileNotFoundError(f"{out.parent}: no such directory, for output_file={str(out)!r}")
+    out = Path(check_writable(output_file))
+    keep_vocab = not is_stream(out)  # a FIFO or device has no folder to keep the vocabulary in
+    if keep_vocab: check_writable(vocab_copy(out))
     documents = read_documents(_input_files(input_file), tokenizer)
     long = [len(s) for d in documents for s in d if len(s) > max_seq_length - 3]
     if long: _logger.warning(f"{len(long)} line(s) have more word pieces than fit in max_seq_length={max_seq_length} "
@@ -342,6 +342,7 @@ def create_pretraining_data(input_file, # a text file, comma-separated files or 
     instances = create_training_instances(documents, list(tokenizer.vocab), max_seq_length, dupe_factor, short_seq_prob,
                                           masked_lm_prob, max_predictions_per_seq, random.Random(random_seed), do_whole_word_mask)
     n = write_instances(instances, tokenizer, max_seq_length, max_predictions_per_seq, out)
+    if keep_vocab: atomic_write(vocab_copy(out), "".join(t + "\n" for t in tokenizer.vocab))  # what the ids mean
     return dict(instances=n, documents=len(documents), sentences=sum(map(len, documents)), long_lines=len(long),
                 masked=sum(len(i.masked_lm_positions) for i in instances), random_next=sum(i.is_random_next for i in instances))
 
@@ -394,6 +395,8 @@ def train_wordpiece_vocab(input_file, # text file(s): a path, comma-separated pa
     if vocab_size <= len(SPECIAL_PIECES):
         raise ValueError(f"vocab_size={vocab_size}: a vocabulary needs more than its {len(SPECIAL_PIECES)} special pieces (BERT's: 30522)")
     files, basic = _input_files(input_file), BasicTokenizer(do_lower_case=do_lower_case, never_split=())
+    with suppress(OSError): Path(vocab_file).parent.mkdir(parents=True, exist_ok=True)  # if it cannot be made: named next
+    check_writable(vocab_file)
     counts = collections.Counter(w for f in files for line in _lines(f) for w in basic.tokenize(line))  # a bad file is named
     if not counts: raise ValueError(f"{', '.join(files)}: no text to learn a vocabulary from (every line is blank)")
     words = [(tuple([w[0]] + ["##" + c for c in w[1:]]), n) for w, n in sorted(counts.items()) if len(w) <= 100]  # longer: [UNK]
@@ -418,7 +421,6 @@ def train_wordpiece_vocab(input_file, # text file(s): a path, comma-separated pa
         del pairs[ab]
         for p in touched - {ab}:  # their counts changed: push the new ones (the old entries go stale)
             if pairs[p] > 0: heapq.heappush(heap, (-pairs[p], p))
-    Path(vocab_file).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(vocab_file, "".join(p + "\n" for p in vocab))
     return len(vocab)
 
@@ -577,6 +579,7 @@ def _split(args):
     if k >= len(data): raise ValueError(f"--holdout_fraction {args.holdout_fraction} leaves no training instance of {len(data)}")
     return torch.utils.data.Subset(data, range(len(data) - k)), torch.utils.data.Subset(data, range(len(data) - k, len(data)))
 
+@holds_output_dir
 def run_pretraining(args:argparse.Namespace # parsed `add_run_pretraining_arguments` flags
                    ) -> dict:
     "Pre-train (and/or evaluate) `BertForPreTraining` on instance files, as Google's run_pretraining.py; returns what eval_results.txt holds."
@@ -599,7 +602,9 @@ def run_pretraining(args:argparse.Namespace # parsed `add_run_pretraining_argume
         results = {k: v for k, v in res.items() if k.startswith("eval_")} | dict(global_step=res["step"], loss=res["train_loss"])
         if trainer.is_main:
             model.save_pretrained(out)
-            if args.vocab_file: shutil.copy(args.vocab_file, out / "vocab.txt")
+            vocab = args.vocab_file or vocab_copy(_input_files(args.input_file)[0])
+            if os.path.isfile(vocab): atomic_write(out / "vocab.txt", Path(vocab).read_bytes())
+            else: _logger.warning(f"no vocabulary for {out}: pass --vocab_file so that the folder loads with its tokenizer")
     elif trainer.is_main: results = trainer.evaluate()
     if args.do_eval and trainer.is_main:
         results["eval_most_common_token_accuracy"] = most_common_token_baseline(train if train is not None else held_out, held_out)[1]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 from .tokenization import BasicTokenizer, BertTokenizer, whitespace_tokenize
-from .hub import atomic_write, positive_int
+from .hub import atomic_write, holds_output_dir, positive_int
 from .heads import BertForQuestionAnswering
 from .trainer import Trainer, TrainingArgs, add_training_arguments
 
@@ -351,17 +351,40 @@ def f1_score(prediction, ground_truth):
     return 2 * precision * recall / (precision + recall)
 
 # %% ../nbs/07_squad.ipynb #807a63d8
-def _questions(dataset):
-    "Every qa of a SQuAD dataset (the json, or its 'data' list)."
-    return [qa for article in (dataset["data"] if isinstance(dataset, dict) else dataset) for p in article["paragraphs"] for qa in p["qas"]]
+def _questions(dataset, where="the dataset", need_answers=True):
+    "Every qa of a SQuAD dataset (the json, or its 'data' list), each checked to hold an id and (a list of) answers."
+    data = _get(dataset, "data", list, where) if isinstance(dataset, dict) else dataset
+    if not isinstance(data, list): raise SquadFormatError(f"{where}: expected SQuAD's {{'data': [...]}}, got {type(data).__name__}")
+    qas = []
+    for i, article in enumerate(data):
+        for j, para in enumerate(_get(article, "paragraphs", list, f"{where}: data[{i}]")):
+            for k, qa in enumerate(_get(para, "qas", list, f"{where}: data[{i}].paragraphs[{j}]")):
+                w = f"{where}: data[{i}].paragraphs[{j}].qas[{k}]"
+                _get(qa, "id", str, w)
+                for n, a in enumerate(_get(qa, "answers", list, w, ... if need_answers else [])):
+                    _get(a, "text", str, f"{w}.answers[{n}]")
+                qas.append(qa)
+    if not qas: raise SquadFormatError(f"{where} holds no questions: nothing to evaluate")
+    return qas
+
+def _check_predictions(preds, where="the predictions"):
+    "Refuse anything but the official prediction layout, {question id: answer text}."
+    if isinstance(preds, dict) and all(isinstance(v, str) for v in preds.values()): return preds
+    if isinstance(preds, dict) and all(isinstance(v, list) for v in preds.values()):
+        raise SquadFormatError(f"{where} looks like an n-best file (question id -> list of candidates): pass "
+                               "predictions.json, which maps each question id to one answer text")
+    raise SquadFormatError(f"{where} is not SQuAD's prediction layout {{question id: answer text}} (got "
+                           f"{type(preds).__name__}{' of ' + type(next(iter(preds.values()))).__name__ if isinstance(preds, dict) and preds else ''})")
 
 def evaluate_v1(dataset, predictions):
     "SQuAD v1.1's official metrics: {'exact_match': ..., 'f1': ...} in percent."
     em = f1 = total = 0
+    _check_predictions(predictions)
     for qa in _questions(dataset):
         total += 1
         if qa["id"] not in predictions: print(f"Unanswered question {qa['id']} will receive score 0.", file=sys.stderr); continue
         golds, pred = [a["text"] for a in qa["answers"]], predictions[qa["id"]]
+        if not golds: raise SquadFormatError(f"question {qa['id']} has no answers: a v1.1 evaluation needs them (v2.0: --version 2)")
         em += max(exact_match_score(pred, g) for g in golds)
         f1 += max(f1_score(pred, g) for g in golds)
     return {"exact_match": 100.0 * em / total, "f1": 100.0 * f1 / total}
@@ -381,6 +404,7 @@ def find_best_thresh(preds, scores, na_probs, qid_to_has_ans):
 
 def evaluate_v2(dataset, preds, na_probs=None, na_prob_thresh=1.0):
     "SQuAD v2.0's official metrics (exact, f1, total, HasAns_*, NoAns_*; best_* when `na_probs` is given)."
+    _check_predictions(preds)
     has_ans = OrderedDict((qa["id"], bool(qa["answers"])) for qa in _questions(dataset))
     if missing := [q for q in has_ans if q not in preds]:
         raise ValueError(f"no prediction for {len(missing)} questions ({', '.join(missing[:5])}...): the v2.0 evaluation needs one per question")
@@ -404,7 +428,8 @@ def evaluate_v2(dataset, preds, na_probs=None, na_prob_thresh=1.0):
 def evaluate_squad(dataset_file, prediction_file, version=1, na_prob_file=None, na_prob_thresh=1.0):
     "The official SQuAD metrics of a predictions.json against a dataset file (`version` 1: v1.1, 2: v2.0)."
     data = load_squad_json(dataset_file)
-    preds = load_squad_json(prediction_file)
+    preds = _check_predictions(load_squad_json(prediction_file), str(prediction_file))
+    _questions(data, str(dataset_file))
     if float(version) < 2:
         if data.get("version") != "1.1": print(f"Evaluation expects v-1.1, but got dataset with v-{data.get('version')}", file=sys.stderr)
         return evaluate_v1(data, preds)
@@ -521,12 +546,18 @@ def _squad_metrics(args, examples, features, data_file):
         preds, _, odds = write_predictions(examples, features, results, args.n_best_size, args.max_answer_length, args.do_lower_case,
                                            out / "predictions.json", out / "nbest_predictions.json", out / "null_odds.json",
                                            args.verbose_logging, args.version_2_with_negative, args.null_score_diff_threshold)
+        qas = _questions(load_squad_json(data_file), str(data_file), need_answers=False)
+        if not all(qa.get("answers") or args.version_2_with_negative for qa in qas):
+            if any(qa.get("answers") for qa in qas):
+                logger.warning(f"{data_file}: {sum(not qa.get('answers') for qa in qas)} of {len(qas)} questions have no "
+                               "answers: predictions written, not scored")
+            return {}
         data = load_squad_json(data_file)
-        if not any(qa.get("answers") for qa in _questions(data)): return {}
         return dict(evaluate_v2(data, preds, odds) if args.version_2_with_negative else evaluate_v1(data, preds))
     return compute
 
 # %% ../nbs/07_squad.ipynb #fd35d958
+@holds_output_dir
 def run_squad(args):
     "Fine-tune `BertForQuestionAnswering` on SQuAD and/or write predictions: the seed's run_squad.py. Returns the results."
     if not args.do_train and not args.do_predict: raise ValueError("At least one of `do_train` or `do_predict` must be True.")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
-from .hub import atomic_write, read_utf8, positive_int
+from .hub import atomic_write, holds_output_dir, positive_int, read_utf8
 from .tokenization import BertTokenizer
 from .heads import BertForMultipleChoice
 from .trainer import Trainer, TrainingArgs, add_training_arguments, set_seed
@@ -123,6 +123,7 @@ def _dataset(f:dict, with_labels:bool) -> TensorDataset:
     "(input_ids, token_type_ids, attention_mask[, labels]): the order of the heads' arguments."
     return TensorDataset(*(f[k] for k in ("input_ids", "token_type_ids", "attention_mask", "labels")[:4 if with_labels else 3]))
 
+@holds_output_dir
 def run_swag(args:argparse.Namespace # parsed `add_swag_arguments` flags
             ) -> dict:
     "Fine-tune and/or evaluate `BertForMultipleChoice` on SWAG, as the seed's run_swag.py; returns what eval_results.txt holds."

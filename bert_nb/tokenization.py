@@ -10,7 +10,7 @@ __all__ = ['NEVER_SPLIT', 'VOCAB_NAME', 'PRETRAINED_VOCAB_ARCHIVE_MAP', 'PRETRAI
 # %% ../nbs/00_tokenizer.ipynb #392427fe
 import collections, logging, os, re, unicodedata, warnings
 from fastcore.basics import patch
-from .hub import PRETRAINED_MODEL_NAMES, atomic_write, cached_path, hub_url, resolve_pretrained_file
+from .hub import PRETRAINED_MODEL_NAMES, atomic_write, cached_path, hub_url, resolve_pretrained_file, utf8_lines
 
 # %% ../nbs/00_tokenizer.ipynb #66ed4363
 def _is_whitespace(char):
@@ -116,16 +116,15 @@ def load_vocab(vocab_file):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"vocabulary file not found: {path!r}. Pass a vocab.txt (one token per line), "
                                 f"a directory holding one, or a shortcut name such as 'bert-base-uncased'.")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            token = line.strip()
-            if not token:
-                raise ValueError(f"{path}, line {lineno}: empty token; a vocabulary has one token per line, "
-                                 f"with no blank lines (ids are line numbers, so a blank line would shift them).")
-            if token in vocab:
-                raise ValueError(f"{path}, line {lineno}: token {token!r} already appears on line {vocab[token] + 1}; "
-                                 f"each token must appear once.")
-            vocab[token] = lineno - 1
+    for lineno, line in enumerate(utf8_lines(path), 1):
+        token = line.strip()
+        if not token:
+            raise ValueError(f"{path}, line {lineno}: empty token; a vocabulary has one token per line, "
+                             f"with no blank lines (ids are line numbers, so a blank line would shift them).")
+        if token in vocab:
+            raise ValueError(f"{path}, line {lineno}: token {token!r} already appears on line {vocab[token] + 1}; "
+                             f"each token must appear once.")
+        vocab[token] = lineno - 1
     if not vocab: raise ValueError(f"{path}: the vocabulary file is empty.")
     return vocab
 
@@ -176,6 +175,9 @@ class BertTokenizer:
                  never_split=NEVER_SPLIT,  # tokens the basic tokenizer keeps whole
                  use_fast=False):  # tokenize through the Rust `tokenizers` library: same outputs, batches in parallel
         self.vocab = load_vocab(vocab_file)
+        if "[UNK]" not in self.vocab:
+            raise ValueError(f"{vocab_file}: the vocabulary has no [UNK] token, which stands for every word it cannot "
+                             "spell; add a line '[UNK]' (BERT's vocabularies have it on line 101)")
         self.ids_to_tokens = collections.OrderedDict((i, t) for t, i in self.vocab.items())
         self.do_lower_case, self.do_basic_tokenize = do_lower_case, do_basic_tokenize
         self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case, never_split=never_split)

@@ -19,7 +19,8 @@ from tqdm import tqdm
 from .optimization import BertAdam, get_scheduler, no_decay_groups
 import numpy as np
 from fastcore.basics import patch
-from .hub import nonnegative_float, nonnegative_int, positive_float, positive_int, probability
+from .hub import (Interrupted, hold_output_dir, nonnegative_float, nonnegative_int, output_files, positive_float,
+                         positive_int, probability)
 
 # %% ../nbs/04a_trainer.ipynb #739a3f8f
 @dataclass
@@ -50,7 +51,8 @@ class TrainingArgs:
     progress: bool = True  # tqdm progress bars (rank 0 only)
     plot: bool = True  # draw loss_curve.png at the end of train() (needs matplotlib)
     num_workers: int = 0  # DataLoader worker processes
-    overwrite_output_dir: bool = False  # allow training into a non-empty output_dir
+    overwrite_output_dir: bool = False  # train into a non-empty output_dir, clearing the last run's checkpoints and metrics
+    save_total_limit: int = 0  # keep only the newest this many checkpoints; 0: all
     ddp_find_unused_parameters: bool = False  # DDP option for models whose loss leaves parameters unused (BERT's pooler under SQuAD)
 
     @classmethod
@@ -90,7 +92,8 @@ def add_training_arguments(parser:argparse.ArgumentParser):
     a("--no_progress", dest="progress", action="store_false", help="no progress bars")
     a("--no_plot", dest="plot", action="store_false", help="no loss_curve.png at the end")
     a("--num_workers", type=nonnegative_int, default=0, help="DataLoader worker processes")
-    a("--overwrite_output_dir", action="store_true", help="train into a non-empty output_dir")
+    a("--overwrite_output_dir", action="store_true", help="train into a non-empty output_dir (its checkpoints and metrics go)")
+    a("--save_total_limit", type=nonnegative_int, default=0, help="keep only the newest N checkpoints (0: all)")
     a("--ddp_find_unused_parameters", action="store_true", help="for models whose loss leaves some parameters without gradient")
     return parser
 
@@ -285,33 +288,58 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.float16 if a.fp16 else torch.bfloat16, enabled=a.fp16 or a.bf16)
 
 # %% ../nbs/04a_trainer.ipynb #24535c15
+_RUN_FILES = ("metrics.jsonl", "metrics.csv", "loss_curve.png")  # what a run leaves besides checkpoints
+
+def _clear_last_run(out:Path):
+    "Remove what a previous run left in `out` that a resume or a plot would pick up: checkpoints, metrics."
+    for p in out.glob("*checkpoint-*"):
+        if p.is_dir() and p.name.split("checkpoint-")[0] in ("", ".tmp-", ".old-"): shutil.rmtree(p)
+    for name in _RUN_FILES: (out / name).unlink(missing_ok=True)
+
 @patch
 def _check_start(self:Trainer):
     "Validate the arguments and output_dir; return the checkpoint to resume from (or None)."
     a, k, out = self.args, self.args.gradient_accumulation_steps, Path(self.args.output_dir)
     if self.train_dataset is None: raise ValueError("Trainer.train() needs a train_dataset")
+    if len(self.train_dataset) == 0:
+        raise ValueError("the training set is empty: no example to train on (check the training file and what the "
+                         "task keeps of it)")
     if k < 1 or a.train_batch_size % k:
         raise ValueError(f"Invalid gradient_accumulation_steps parameter: {k}, should be >= 1 and divide "
-                         f"train_batch_size={a.train_batch_size} (each micro-batch is train_batch_size // gradient_accumulation_steps)")
+                         f"train_batch_size={a.train_batch_size} (each micro-batch is train_batch_size // "
+                         "gradient_accumulation_steps)")
     if a.fp16 and a.bf16: raise ValueError("fp16 and bf16 are both set: choose one")
     if a.optimizer not in ("bertadam", *OPTIMIZERS):
         raise ValueError(f"optimizer={a.optimizer!r}: use 'bertadam'" + "".join(f" or {n!r}" for n in OPTIMIZERS))
-    try: out.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise ValueError(f"output_dir={str(out)!r} cannot be created ({e}): pass a directory you can write to") from None
-    if not os.access(out, os.W_OK | os.X_OK): raise ValueError(f"output_dir={str(out)!r} is not writable: pass a directory you can write to")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"output_dir={str(out)!r} is not writable: pass a directory you can write to")
     ckpt = None
     if a.resume_from:
         ckpt = latest_checkpoint(out) if a.resume_from == "latest" else Path(a.resume_from)
         if ckpt is not None and not (ckpt / "model.pt").exists():
             raise ValueError(f"resume_from={a.resume_from!r}: {ckpt} is not a checkpoint (no model.pt in it)")
         if ckpt is not None: check_state_dict(self.model, _load(ckpt / "model.pt"), f"checkpoint {ckpt}")
-    elif not a.overwrite_output_dir and any(out.iterdir()):
-        names = sorted(p.name for p in out.iterdir())[:4]
-        raise ValueError(f"Output directory ({out}) already exists and is not empty ({', '.join(names)}, ...): pass "
+    elif a.overwrite_output_dir:
+        if self.is_main: _clear_last_run(out)
+    elif names := output_files(out):
+        raise ValueError(f"Output directory ({out}) already exists and is not empty ({', '.join(names[:4])}, ...): pass "
                          "overwrite_output_dir=True (--overwrite_output_dir) or resume_from='latest' (--resume_from latest)")
     return ckpt
 
 # %% ../nbs/04a_trainer.ipynb #19e3ba77
+def _check_same_plan(ckpt, st:dict, a:TrainingArgs, total:int, world_size:int):
+    "Refuse to resume `ckpt` with another step budget or batch size: its schedule and data position belong to its own."
+    old = st.get("args", {})
+    was = dict(steps=st.get("total", total), train_batch_size=old.get("train_batch_size", a.train_batch_size),
+               gradient_accumulation_steps=old.get("gradient_accumulation_steps", a.gradient_accumulation_steps),
+               processes=st.get("world_size", world_size))
+    now = dict(steps=total, train_batch_size=a.train_batch_size, gradient_accumulation_steps=a.gradient_accumulation_steps,
+               processes=world_size)
+    if diff := [f"{k} {was[k]} -> {now[k]}" for k in was if was[k] != now[k]]:
+        raise ValueError(f"resume_from {ckpt}: this run changes {', '.join(diff)} (steps come from max_steps or "
+                         "num_train_epochs). The checkpoint's learning-rate schedule and data position belong to its own "
+                         "plan: resume with the same flags, or start afresh with --overwrite_output_dir")
+
 @patch
 def _setup_training(self:Trainer, ckpt):
     "Build the loader, optimizer, scheduler and scaler; restore them from `ckpt`; return (loader, sampler, total steps)."
@@ -322,6 +350,8 @@ def _setup_training(self:Trainer, ckpt):
     self.n_batches = len(loader)  # micro-batches per epoch in this process
     steps_per_epoch = math.ceil(self.n_batches / k)
     total = a.max_steps or math.ceil(steps_per_epoch * a.num_train_epochs)
+    if total < 1: raise ValueError(f"num_train_epochs={a.num_train_epochs} gives no optimizer step ({self.n_batches} "
+                                   "micro-batches an epoch): train for more epochs, or pass max_steps")
     if a.optimizer == "bertadam":
         self.optimizer = BertAdam(no_decay_groups(self.model, a.weight_decay), lr=a.learning_rate, warmup=a.warmup_proportion,
                                   t_total=total, schedule=a.schedule, max_grad_norm=a.max_grad_norm)
@@ -339,21 +369,31 @@ def _setup_training(self:Trainer, ckpt):
         sc = _load(ckpt / "scaler.pt")
         if sc: self.scaler.load_state_dict(sc)
         st = json.loads((ckpt / "trainer_state.json").read_text())
-        self.state.update({k: st[k] for k in self.state})
-        self._loss_acc.fill_(st['loss_sum'])  # the partial logging window, so that the next metrics line is the same
+        _check_same_plan(ckpt, st, a, total, self.world_size)
+        self.state.update({k: st[k] for k in self.state if k in st})
+        if not self.is_main: self.state['loss_n'] = 0  # rank 0 carries the logging window (summed over the ranks)
+        self._loss_acc.fill_(st['loss_sum'] if self.is_main else 0.)  # so that the next metrics line is the same
         rng = ckpt / f"rng_state_{self.rank}.pt"
-        if st.get("world_size", 1) != self.world_size: _logger.warning(f"{ckpt} was saved by {st['world_size']} processes, not {self.world_size}: the data order differs")
         if rng.exists(): set_rng_state(_load(rng))
         if self.is_main: _logger.info(f"resuming from {ckpt} at step {self.state['step']}")
     return loader, sampler, total
 
 # %% ../nbs/04a_trainer.ipynb #ff0f2ad0
+def _prune_checkpoints(out:Path, keep:int):
+    "Delete all but the newest `keep` checkpoints in `out`."
+    cks = sorted((p for p in out.glob("checkpoint-*") if p.name.split("-")[1].isdigit()), key=lambda p: int(p.name.split("-")[1]))
+    for p in cks[:-keep]: shutil.rmtree(p)
+
 @patch
 def save_checkpoint(self:Trainer) -> Path:
     "Write `output_dir/checkpoint-{step}` atomically (call on every process); return its path."
     out, st = Path(self.args.output_dir), self.state
     final, tmp = out / f"checkpoint-{st['step']}", out / f".tmp-checkpoint-{st['step']}"
-    if self.is_main: shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+    window = torch.stack([self._loss_acc, torch.tensor(float(st['loss_n']), device=self.device)])  # the logging window
+    if self.distributed: dist.all_reduce(window)  # summed over the ranks: rank 0 carries it on resume
+    if self.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
     self._barrier()
     _save(self._rng_snap, tmp / f"rng_state_{self.rank}.pt")
     if self.is_main:
@@ -361,14 +401,18 @@ def save_checkpoint(self:Trainer) -> Path:
         _save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         if self.scheduler is not None: _save(self.scheduler.state_dict(), tmp / "scheduler.pt")
         _save(self.scaler.state_dict(), tmp / "scaler.pt")
-        info = dict(self.state, loss_sum=self._loss_acc.item(), world_size=self.world_size, args=asdict(self.args))
+        info = dict(self.state, loss_sum=window[0].item(), loss_n=int(window[1].item()), total=self._total,
+                    world_size=self.world_size, args=asdict(self.args))
         (tmp / "trainer_state.json").write_text(json.dumps(info, indent=1, default=str))
         _fsync_dir(tmp)
     self._barrier()
     if self.is_main:
         old = out / f".old-checkpoint-{st['step']}"
         if final.exists(): os.replace(final, old)
-        os.replace(tmp, final); _fsync_dir(out); shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, final)
+        _fsync_dir(out)
+        shutil.rmtree(old, ignore_errors=True)
+        if self.args.save_total_limit: _prune_checkpoints(out, self.args.save_total_limit)
     self._barrier()
     return final
 
@@ -376,11 +420,13 @@ def save_checkpoint(self:Trainer) -> Path:
 @patch
 @contextlib.contextmanager
 def _signals_to_flag(self:Trainer):
-    "Within: SIGINT/SIGTERM set `self._stop` (a second one raises KeyboardInterrupt); handlers restored after."
+    "Within: SIGINT/SIGTERM set `self._stop` (a second one raises `Interrupted`); handlers restored after."
     self._stop = None
-    if threading.current_thread() is not threading.main_thread(): yield; return
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     def handler(signum, frame):
-        if self._stop is not None: raise KeyboardInterrupt
+        if self._stop is not None: raise Interrupted(signum)
         self._stop = signum
         if self.is_main: _logger.warning("interrupt: saving a checkpoint at the next optimizer step (again to stop now)")
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -418,8 +464,10 @@ def _after_step(self:Trainer, bar, total):
         s = torch.stack([self._loss_acc, torch.tensor(float(st['loss_n']), device=self.device)])
         if self.distributed: dist.all_reduce(s)
         rec = dict(loss=(s[0] / s[1]).item(), lr=self._lr())
-        self._run_loss += self._loss_acc.item(); self._run_n += st['loss_n']  # this process's, for train_loss
-        self._loss_acc.zero_(); st['loss_n'] = 0
+        st['run_loss'] += s[0].item()  # summed over the ranks and, through checkpoints, over resumes: train_loss
+        st['run_n'] += int(s[1].item())
+        self._loss_acc.zero_()
+        st['loss_n'] = 0
         bar.set_postfix(loss=f"{rec['loss']:.4g}", lr=f"{rec['lr']:.3g}")
     if self.eval_dataset is not None and a.eval_steps and st['step'] % a.eval_steps == 0 and st['step'] < total:
         rec.update(self.evaluate()); self._barrier()
@@ -431,14 +479,16 @@ def _after_step(self:Trainer, bar, total):
     stop = self._stop is not None
     if self.distributed:  # every process stops at the same step
         t = torch.tensor([int(stop)], device=self.device); dist.all_reduce(t, op=dist.ReduceOp.MAX); stop = bool(t.item())
-    if stop: self._stop = self._stop or "peer"; raise KeyboardInterrupt
+    if stop:
+        self._stop = self._stop or signal.SIGINT  # a peer's signal
+        raise Interrupted(self._stop)
 
 # %% ../nbs/04a_trainer.ipynb #0f2bcf1e
 @patch
 def _train_epoch(self:Trainer, model, loader, sampler, total, bar):
-    "Run the rest of the current epoch (or until `total` steps)."
+    "Run the rest of the current epoch (or until `total` steps); return how many optimizer steps it took."
     a, st, k = self.args, self.state, self.args.gradient_accumulation_steps
-    start = st['batch_in_epoch']
+    start, step0 = st['batch_in_epoch'], st['step']
     sampler.set_epoch(st['epoch']); sampler.skip = start * loader.batch_size
     loader.generator.manual_seed(a.seed + st['epoch'])  # worker seeds, reproducible per epoch
     for i, batch in enumerate(loader, start):
@@ -454,17 +504,26 @@ def _train_epoch(self:Trainer, model, loader, sampler, total, bar):
         if i + 1 == self.n_batches: st['epoch'] += 1; st['batch_in_epoch'] = 0
         bar.update(1)
         self._after_step(bar, total)
-        if st['step'] >= total: return
+        if st['step'] >= total: return st['step'] - step0
     sampler.skip = 0
+    return st['step'] - step0
 
 # %% ../nbs/04a_trainer.ipynb #545a338e
 @patch
 def train(self:Trainer) -> dict:
     "Train for `max_steps` or `num_train_epochs`; save the final checkpoint; evaluate; return the results."
+    with hold_output_dir(self.args.output_dir, hold=self.is_main):  # one run per output folder
+        return self._train()
+
+@patch
+def _train(self:Trainer) -> dict:
     a, st = self.args, self.state
-    ckpt = self._check_start(); self._barrier()
-    self._loss_acc, self._run_loss, self._run_n = torch.zeros((), device=self.device), 0., 0
-    loader, sampler, total = self._setup_training(ckpt)
+    ckpt = self._check_start()
+    self._barrier()
+    self._loss_acc = torch.zeros((), device=self.device)
+    st.update(run_loss=0., run_n=0)
+    loader, sampler, self._total = self._setup_training(ckpt)
+    total = self._total
     model = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
                                     find_unused_parameters=a.ddp_find_unused_parameters) if self.distributed else self.model
     self._metrics = _MetricsLog(a.output_dir, st['step']) if self.is_main else None
@@ -473,17 +532,24 @@ def train(self:Trainer) -> dict:
     bar = tqdm(total=total, initial=st['step'], desc="train", disable=not (a.progress and self.is_main), dynamic_ncols=True)
     try:
         with self._signals_to_flag():
-            while st['step'] < total: self._train_epoch(model, loader, sampler, total, bar)
-    except KeyboardInterrupt:
+            while st['step'] < total:
+                if not self._train_epoch(model, loader, sampler, total, bar):
+                    raise RuntimeError(f"an epoch of {self.n_batches} micro-batches made no optimizer step")
+    except KeyboardInterrupt as e:
         if not self.distributed or self._stop is not None:
             path = self.save_checkpoint()
-            if self.is_main: _logger.warning(f"interrupted at step {st['step']}: saved {path}; resume with resume_from='latest'")
+            raise Interrupted(getattr(e, "signum", signal.SIGINT), f"saved {path} at step {st['step']}: resume with "
+                              "--resume_from latest") from None
         raise
     finally: bar.close()
-    res = dict(step=st['step'], epoch=st['epoch'], checkpoint=str(self.save_checkpoint()),
-               train_loss=(self._run_loss + self._loss_acc.item()) / max(self._run_n + st['loss_n'], 1))
+    path = self.save_checkpoint()
+    window = torch.stack([self._loss_acc, torch.tensor(float(st['loss_n']), device=self.device)])
+    if self.distributed: dist.all_reduce(window)
+    res = dict(step=st['step'], epoch=st['epoch'], checkpoint=str(path),
+               train_loss=(st['run_loss'] + window[0].item()) / max(st['run_n'] + int(window[1].item()), 1))
     if self.eval_dataset is not None:
-        ev = self.evaluate(); res.update(ev)
+        ev = self.evaluate()
+        res.update(ev)
         if self.is_main: self._metrics.add(dict(step=st['step'], epoch=st['epoch'], **ev))
         self._barrier()
     if a.plot and self.is_main and self._metrics.records:

@@ -232,7 +232,7 @@ def test_failed_write_keeps_the_old_file(tok, text_file, tmp_path, monkeypatch):
     monkeypatch.setattr(np, "save", broken)
     with pytest.raises(OSError, match="disk full"):
         create_pretraining_data(text_file, out, minilm_dir() / "vocab.txt", max_seq_length=32, dupe_factor=2)
-    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["data.npy"]
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["data.npy", "data.vocab.txt"]
 
 
 # ---- the model side ----
