@@ -1,4 +1,4 @@
-"""`python -m bert_nb ...` runs the `bert_nb` command; so does `torchrun --nproc_per_node N -m bert_nb run_classifier ...`."""
+"""`python -m bert_nb ...` is the `bert_nb` command; `torchrun --nproc_per_node N -m bert_nb run_classifier ...` too."""
 import sys
 
 from bert_nb.cli import main

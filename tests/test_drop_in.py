@@ -13,7 +13,7 @@ import torch
 
 import bert_nb
 from bert_nb.config import BertConfig
-from bert_nb.glue import DEMO_DATA_DIR
+from bert_nb.demo import DEMO_DATA_DIR
 from bert_nb.drop_in import SEED_MODULES, seed_names
 from bert_nb.hub import minilm_dir
 

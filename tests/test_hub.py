@@ -182,3 +182,30 @@ def test_extract_seed_archive(tmp_path, env):
     assert z != d and sorted(os.listdir(z)) == ['bert_config.json', 'pytorch_model.bin']
     with zipfile.ZipFile(tmp_path/'evil.zip', 'w') as zf: zf.writestr('../evil', 'x')
     with pytest.raises(ValueError, match="'../evil'"): extract_archive(tmp_path/'evil.zip')
+
+
+def test_atomic_write(tmp_path):
+    "Moved from nbs/01a_hub.ipynb: text and bytes, permissions, a failed write leaves the old file, links, bad paths."
+    from bert_nb.hub import _umask, atomic_open, atomic_write, check_writable
+    d = tmp_path/'w'
+    d.mkdir()
+    assert Path(atomic_write(d/'a.txt', 'héllo')).read_text(encoding='utf-8') == 'héllo'
+    atomic_write(d/'a.txt', b'\x00\x01')
+    assert (d/'a.txt').read_bytes() == b'\x00\x01'
+    assert oct((d/'a.txt').stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    with pytest.raises(TypeError, match="atomic_write writes str or a bytes-like object, not int"):
+        atomic_write(d/'a.txt', 3)
+    with pytest.raises(OSError, match='disk full'):
+        with atomic_open(d/'a.txt') as f:
+            f.write(b'half')
+            raise OSError('disk full')
+    assert sorted(p.name for p in d.iterdir()) == ['a.txt']  # the failed write left no temp file, the old file intact
+    assert (d/'a.txt').read_bytes() == b'\x00\x01'
+    (d/'link.txt').symlink_to(d/'a.txt')
+    atomic_write(d/'link.txt', 'through the link')
+    assert ((d/'link.txt').is_symlink(), (d/'a.txt').read_text()) == (True, 'through the link')
+    with pytest.raises(OSError) as e:
+        atomic_write(d/'no'/'such'/'f.txt', 'x')
+    assert f"cannot write {d/'no'/'such'/'f.txt'}: no such directory" in str(e.value)
+    with pytest.raises(OSError, match="cannot write"):
+        check_writable(d/'a.txt'/'x')

@@ -72,15 +72,17 @@ def test_real_weights_hidden_states_and_pooled_match_transformers(real):
     nb, hf, ids, tt, mask = real["nb"], real["hf_sdpa"], real["ids"], real["tt"], real["mask"]
     tok = mask.bool()[:, :, None]  # (B, T, 1) real tokens
     with torch.no_grad():
-        layers, pooled = nb(ids, tt, mask)
+        layers, pooled = nb(ids, tt, mask)  # the default path: the real tokens only
+        padded_layers, _ = nb.set_unpad(False)(ids, tt, mask)  # the padded path computes the padding positions too
+        nb.set_unpad(True)
         emb = nb.embeddings(ids, tt)
         o = hf(input_ids=ids, token_type_ids=tt, attention_mask=mask, output_hidden_states=True)
     assert len(layers) == 6 and len(o.hidden_states) == 7
     print(f"\nall-MiniLM-L6-v2, batch {tuple(ids.shape)}, {int(mask.sum())} real tokens: bert_nb vs transformers (sdpa)")
     worst_real, worst_pad = report("embeddings, real tokens", maxdiff(emb, o.hidden_states[0], tok)), 0.0
-    for i, (x, y) in enumerate(zip(layers, o.hidden_states[1:])):
+    for i, (x, xp, y) in enumerate(zip(layers, padded_layers, o.hidden_states[1:])):
         r = report(f"layer {i + 1} (|h| up to {x.abs().max():.1f}), real tokens", maxdiff(x, y, tok))
-        p = report(f"layer {i + 1}, padding positions (not asserted)", maxdiff(x, y, ~tok), None)
+        p = report(f"layer {i + 1}, padding positions, padded path (not asserted)", maxdiff(xp, y, ~tok), None)
         worst_real, worst_pad = max(worst_real, r), max(worst_pad, p)
     worst_real = max(worst_real, report("pooled output", maxdiff(pooled, o.pooler_output)))
     assert torch.equal(layers[-1], nb(ids, tt, mask, output_all_encoded_layers=False)[0])
@@ -95,7 +97,8 @@ def test_real_weights_attention_path_matches_sdpa_path(real):
     nb, ids, tt, mask = real["nb"], real["ids"], real["tt"], real["mask"]
     tok = mask.bool()[:, :, None]
     with torch.no_grad():
-        layers, pooled = nb(ids, tt, mask)
+        layers, pooled = nb.set_unpad(False)(ids, tt, mask)  # the padded SDPA path: padding positions too
+        nb.set_unpad(True)
         layers2, pooled2, probs = nb(ids, tt, mask, output_attentions=True)
     print("\nall-MiniLM-L6-v2: bert_nb output_attentions=True path vs its SDPA path")
     r = max(report(f"layer {i + 1}, real tokens", maxdiff(x, y, tok)) for i, (x, y) in enumerate(zip(layers, layers2)))
@@ -149,7 +152,7 @@ def build(name, hidden_act="gelu", seed_act=None, dropout=0.1, **extra):
     "(bert_nb model, seed model) of class `name`, both holding the same perturbed state dict, in eval mode."
     cfg_nb, cfg_seed = configs(hidden_act, seed_act, dropout)
     torch.manual_seed(0)
-    nb = perturb_(getattr(bert_nb, name)(cfg_nb, **extra))
+    nb = perturb_(getattr(bert_nb, name)(cfg_nb, **extra)).set_unpad(False)  # every output, padding positions too
     ref = getattr(seed, name)(cfg_seed, **extra)
     sd = nb.state_dict()
     assert list(sd) == list(ref.state_dict()), "same parameter names, in the same order"
@@ -397,3 +400,110 @@ def test_pad_embedding_row_gets_no_gradient_like_seed():
     report("word_embeddings row 0 ([PAD]), seed", pad_seed, None, what="max |grad|")
     assert others <= TOL and pad_seed == 0.0  # plain failures: not the known difference
     assert pad_nb == 0.0, f"bert_nb's [PAD] embedding row gets a gradient of up to {pad_nb:.3g}; the seed's gets 0"
+
+
+# --- Moved from nbs/02_model.ipynb: the notebook shows one example per idea, these are the rest ----------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    "The notebook's tiny BertModel (hidden 32, 2 layers, 4 heads) and a padded batch of 3 x 7."
+    cfg = BertConfig(vocab_size_or_config_json_file=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
+    B, T = 3, 7
+    torch.manual_seed(0)
+    ids = torch.randint(0, 99, (B, T))
+    torch.manual_seed(0)
+    model = BertModel(cfg).eval()
+    am = torch.ones(B, T, dtype=torch.long)
+    am[0, 5:] = 0
+    tt = torch.zeros(B, T, dtype=torch.long)
+    tt[:, 4:] = 1
+    return model, ids, tt, am
+
+
+def test_tiny_model_outputs_and_initialisation(tiny):
+    "Last layer only, attention probabilities, and the initialisation (LayerNorm 1/0, biases 0, weights std 0.02)."
+    model, ids, tt, am = tiny
+    B, T = ids.shape
+    with torch.no_grad():
+        layers, pooled = model(ids, tt, am)
+        last, pooled2 = model(ids, tt, am, output_all_encoded_layers=False)
+        l3, p3, probs = model(ids, tt, am, output_attentions=True)
+    assert (pooled2 - pooled).abs().max() < 1e-5
+    assert (l3[-1] - layers[-1])[am == 1].abs().max() < 1e-5  # explicit path vs the default one, at real tokens
+    assert probs[0].shape == (B, 4, T, T)
+    assert torch.equal(model.embeddings.LayerNorm.weight, torch.ones(32))
+    assert torch.equal(model.pooler.dense.bias, torch.zeros(32))
+    assert abs(model.encoder.layer[0].attention.self.query.weight.std().item() - 0.02) < 0.005
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda m, ids: m(ids, token_type_ids=torch.full_like(ids, 2)), "token_type_ids hold 2, outside [0, 2)"),
+    (lambda m, ids: m(ids.float()), "input_ids must be an integer tensor of token ids (torch.long), got torch.float32"),
+    (lambda m, ids: m(ids[0]), "input_ids must have shape (batch, sequence), got (7,)"),
+    (lambda m, ids: BertModel({"vocab_size": 3}), "should be an instance of class `BertConfig`"),
+    (lambda m, ids: BertModel(BertConfig(99, hidden_size=37)), "hidden_size=37 is not a multiple of num_attention_heads=12"),
+], ids=["token-type", "float-ids", "1d-ids", "dict-config", "heads"])
+def test_tiny_model_refuses_bad_inputs(tiny, call, message):
+    model, ids, _, _ = tiny
+    with pytest.raises(Exception) as e:
+        call(model, ids)
+    assert message in str(e.value)
+
+
+def test_tiny_fine_tuning_heads():
+    "Moved from nbs/03_heads.ipynb: shapes, losses and labels of the fine-tuning heads on a tiny config."
+    from bert_nb.heads import (BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification,
+                               BertForTokenClassification)
+    cfg = BertConfig(99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                     max_position_embeddings=64)
+    B, T = 3, 7
+    torch.manual_seed(0)
+    ids = torch.randint(0, 99, (B, T))
+    tt = torch.zeros_like(ids)
+    tt[:, 4:] = 1
+    am = torch.ones_like(ids)
+    am[0, 5:] = 0
+    close = lambda a, b, eps: bool(((a - b).abs() < eps).all())
+    torch.manual_seed(0)
+    sc = BertForSequenceClassification(cfg, num_labels=3).eval()
+    logits = sc(ids, tt, am)
+    assert logits.shape == (B, 3)
+    assert close(sc(ids, tt, am, labels=torch.tensor([0, 2, 1])), F.cross_entropy(logits, torch.tensor([0, 2, 1])), 1e-6)
+    reg = BertForSequenceClassification(cfg, num_labels=1).eval()
+    y = torch.tensor([0.5, 4.0, 2.5])
+    assert close(reg(ids, tt, am, labels=y), ((reg(ids, tt, am).view(-1) - y) ** 2).mean(), 1e-5)
+    mc = BertForMultipleChoice(cfg, num_choices=4).eval()
+    choices = torch.randint(0, 99, (B, 4, T))
+    assert mc(choices, torch.zeros_like(choices), torch.ones_like(choices)).shape == (B, 4)
+    assert close(mc(choices)[1], mc(choices[1:2])[0], 1e-5)       # each row is scored on its own
+    tc = BertForTokenClassification(cfg, num_labels=5).eval()
+    tl = torch.randint(0, 5, (B, T))
+    lg = tc(ids, tt, am)
+    assert lg.shape == (B, T, 5)
+    assert close(tc(ids, tt, am, labels=tl), F.cross_entropy(lg[am == 1], tl[am == 1]), 1e-5)   # padding not counted
+    qa = BertForQuestionAnswering(cfg).eval()
+    s, e = qa(ids, tt, am)
+    assert (s.shape, e.shape) == ((B, T), (B, T))
+    sp, ep = torch.tensor([1, 2, 50]), torch.tensor([3, 4, 50])      # the third answer lies outside: ignored
+    expected = (F.cross_entropy(s[:2], sp[:2]) + F.cross_entropy(e[:2], ep[:2])) / 2
+    assert close(qa(ids, tt, am, sp, ep), expected, 1e-5)
+    assert (sc.config.num_labels, sc.config.architectures) == (3, ["BertForSequenceClassification"])
+    assert BertForSequenceClassification(sc.config).num_labels == 3                 # read from the config
+
+
+@pytest.mark.parametrize("name,extra", [("BertModel", {}), ("BertForPreTraining", {}), ("BertForSequenceClassification", dict(num_labels=3)),
+                                        ("BertForTokenClassification", dict(num_labels=3)), ("BertForQuestionAnswering", {})])
+def test_default_path_skips_padding_and_agrees_at_real_tokens(name, extra):
+    "The default (unpadded) forward equals the padded one at every real token, for every output of the model."
+    a, _ = build(name, **extra)  # padded
+    ids, tt, mask = batch()
+    with torch.no_grad():
+        ref = a(ids, tt, mask)
+        out = a.set_unpad(True)(ids, tt, mask)
+    ref, out = (ref if isinstance(ref, tuple) else (ref,)), (out if isinstance(out, tuple) else (out,))
+    for r, o in zip(ref, out):
+        if isinstance(r, list): r, o = r[-1], o[-1]
+        keep = mask.bool() if r.dim() >= 2 and r.shape[:2] == ids.shape else torch.ones(r.shape[0], dtype=torch.bool)
+        assert (r[keep] - o[keep]).abs().max() <= TOL
+        if r.dim() == 3 and name == "BertModel": assert o[~mask.bool()].abs().max() == 0  # padding positions: zeros

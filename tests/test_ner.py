@@ -1,5 +1,6 @@
-"""`bert_nb run_ner`: the CoNLL reader (and its errors, with file and line), entity-level scores as seqeval computes them
-(hand-computed cases; against seqeval itself when it is installed), first-piece labels, and the command end to end."""
+"""`bert_nb run_ner`: the CoNLL reader (and its errors, with file and line), entity-level scores as seqeval computes
+them (hand-computed cases; against seqeval itself when it is installed), first-piece labels, and the command end to
+end."""
 import argparse, contextlib, io, json, random, shutil
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def test_sample_is_in_conll_layout():
         assert lines[0] == "-DOCSTART- -X- -X- O" and lines[1] == ""
         assert all(len(l.split()) == 4 for l in lines if l), "token POS chunk tag on every line"
         exs = read_conll(NER_SAMPLE_DIR / name, CONLL2003_LABELS)
-        assert len(exs) == n and sum(map(len, (e.words for e in exs))) == sum(1 for l in lines if l and not l.startswith("-DOCSTART-"))
+        tokens = sum(1 for l in lines if l and not l.startswith("-DOCSTART-"))
+        assert len(exs) == n and sum(map(len, (e.words for e in exs))) == tokens
     assert (NER_SAMPLE_DIR / "README.md").read_text().count("written\nfor this project") == 1
 
 
@@ -46,14 +48,16 @@ def test_reader_keeps_token_tag_and_lines(tmp_path):
     (tmp_path / "a.txt").write_text("-DOCSTART- -X- -X- O\n\nJim NNP B-NP B-PER\nHenson NNP I-NP I-PER\n\n\n"
                                     "-DOCSTART- -X- -X- O\nHi UH B-INTJ O\n")
     a, b = read_conll(tmp_path / "a.txt", CONLL2003_LABELS)
-    assert (a.words, a.labels, a.lines, b.words, b.lines) == (["Jim", "Henson"], ["B-PER", "I-PER"], [3, 4], ["Hi"], [8])
+    assert (a.words, a.labels, a.lines, b.words, b.lines) == \
+        (["Jim", "Henson"], ["B-PER", "I-PER"], [3, 4], ["Hi"], [8])
     (tmp_path / "b.txt").write_text("Jim\tB-PER\r\nHenson\tI-PER\r\n")  # two columns, tabs, CRLF
     assert read_conll(tmp_path / "b.txt")[0].labels == ["B-PER", "I-PER"]
 
 
 @pytest.mark.parametrize("text, message", [
     ("Jim NNP B-NP B-PER\nHenson NNP I-PER\n", "bad.txt, line 2: 3 fields, but line 1 has 4"),
-    ("-DOCSTART- -X- -X- O\n\nJim NNP B-NP B-PER\n\nHenson NNP I-NP I-PER extra\n", "bad.txt, line 5: 5 fields, but line 3 has 4"),
+    ("-DOCSTART- -X- -X- O\n\nJim NNP B-NP B-PER\n\nHenson NNP I-NP I-PER extra\n",
+     "bad.txt, line 5: 5 fields, but line 3 has 4"),
     ("Jim NNP B-NP B-PER\nHenson NNP I-NP I-PERSON\n", "bad.txt, line 2: tag 'I-PERSON' is not in the label list"),
     ("Jim\n", "bad.txt, line 1: 1 field"),
     ("", "bad.txt, line 1: the file is empty"),
@@ -97,7 +101,8 @@ def test_get_entities_by_hand(tags, entities):
 def test_scores_by_hand():
     y_true = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "I-ORG", "O", "B-PER"], ["O"]]
     y_pred = [["B-PER", "I-PER", "O", "O"], ["B-ORG", "O", "O", "B-PER"], ["B-LOC"]]
-    # true: PER(0:0-1) LOC(0:3) ORG(1:0-1) PER(1:3) = 4; predicted: PER(0:0-1) ORG(1:0) PER(1:3) LOC(2:0) = 4; right: 2 PER
+    # true: PER(0:0-1) LOC(0:3) ORG(1:0-1) PER(1:3) = 4;
+    # predicted: PER(0:0-1) ORG(1:0) PER(1:3) LOC(2:0) = 4; right: 2 PER
     s = entity_scores(y_true, y_pred)
     assert (s["precision"], s["recall"], s["f1"], s["support"]) == (0.5, 0.5, 0.5, 4)
     assert s["types"]["PER"] == dict(precision=1., recall=1., f1=1., support=2)
@@ -108,15 +113,27 @@ def test_scores_by_hand():
     assert (s["precision"], s["recall"]) == (0.5, 1.) and abs(s["f1"] - 2 / 3) < 1e-12
 
 
+def test_support_sentences_and_shape():
+    "The notebook's example counts 3 true entities; no entity runs across sentences; shapes must match."
+    s = entity_scores([["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]],
+                      [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O"]])
+    assert s["support"] == 3
+    s = entity_scores([["B-PER", "I-PER"], ["I-PER", "O"]], [["B-PER", "I-PER"], ["I-PER", "O"]])  # IOB1
+    assert (s["support"], s["f1"]) == (2, 1.)
+    with pytest.raises(ValueError, match="differ in shape"): entity_scores([["O"]], [["O", "O"]])
+
+
 def random_tags(rng, n, scheme):
     prefixes = {"IOB1": "IBO", "IOB2": "BIO", "IOBES": "BIESO"}[scheme]
-    return [p if (p := rng.choice(prefixes)) == "O" else f"{p}-{rng.choice(['PER', 'LOC', 'ORG', 'MISC'])}" for _ in range(n)]
+    return [p if (p := rng.choice(prefixes)) == "O" else f"{p}-{rng.choice(['PER', 'LOC', 'ORG', 'MISC'])}"
+            for _ in range(n)]
 
 
 @pytest.mark.parametrize("scheme", ["IOB1", "IOB2", "IOBES"])
 def test_same_as_seqeval(scheme):
     "On random tag sequences (valid or not), the same entities and scores as seqeval 1.x's default mode."
-    seqeval = pytest.importorskip("seqeval.metrics", reason="seqeval is not installed: the hand-computed cases stand in")
+    seqeval = pytest.importorskip("seqeval.metrics",
+                                  reason="seqeval is not installed: the hand-computed cases stand in")
     from seqeval.metrics.sequence_labeling import get_entities as seqeval_entities
     import warnings
     rng = random.Random(scheme)
@@ -150,7 +167,9 @@ def test_labels_sit_on_first_pieces(tok, max_seq_length):
             k = int(f.word_ids[r, pos])
             assert toks[pos] == tok.tokenize(words[k])[0] and int(f.label_ids[r, pos]) == labels[k]
             nxt = pos + 1  # the word's other pieces follow, with no label
-            while nxt < n - 1 and toks[nxt].startswith("##"): assert int(f.label_ids[r, nxt]) == -100; nxt += 1
+            while nxt < n - 1 and toks[nxt].startswith("##"):
+                assert int(f.label_ids[r, nxt]) == -100
+                nxt += 1
     if max_seq_length == 6: assert len(f.input_ids) > len(exs)  # long sentences were split
 
 
@@ -188,15 +207,18 @@ def run_cli(*argv):
 def test_run_ner_end_to_end(tiny_dir, tmp_path):
     "Train (the loss falls), evaluate, predict; the saved folder predicts the same again; predictions in CoNLL layout."
     data, out = tmp_path / "data", tmp_path / "out"
-    shutil.copytree(NER_SAMPLE_DIR, data); shutil.copy(data / "dev.txt", data / "test.txt")
-    rc, stdout, err = run_cli("run_ner", "--data_dir", data, "--bert_model", tiny_dir, "--output_dir", out, "--do_train", "--do_eval",
-                              "--do_predict", "--max_seq_length", 32, "--train_batch_size", 8, "--learning_rate", "2e-3",
+    shutil.copytree(NER_SAMPLE_DIR, data)
+    shutil.copy(data / "dev.txt", data / "test.txt")
+    rc, stdout, err = run_cli("run_ner", "--data_dir", data, "--bert_model", tiny_dir, "--output_dir", out,
+                              "--do_train", "--do_eval", "--do_predict", "--max_seq_length", 32,
+                              "--train_batch_size", 8, "--learning_rate", "2e-3",
                               "--num_train_epochs", 12, "--logging_steps", 6, "--no_progress", "--no_plot", "--no_cuda")
     assert rc == 0, err
     losses = [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     assert len(losses) == 12 and losses[-1] < 0.25 * losses[0], losses
     ev = dict(l.split(" = ") for l in (out / "eval_results.txt").read_text().splitlines())
-    assert {"eval_precision", "eval_recall", "eval_f1", "eval_loss", "global_step", "loss"} <= set(ev) and ev["global_step"] == "72"
+    assert {"eval_precision", "eval_recall", "eval_f1", "eval_loss", "global_step", "loss"} <= set(ev)
+    assert ev["global_step"] == "72"
     te = dict(l.split(" = ") for l in (out / "test_results.txt").read_text().splitlines())
     assert te["test_f1"] == ev["eval_f1"] and "test_f1 = " in stdout  # test.txt is dev.txt
     pred = (out / "test_predictions.txt").read_text()
@@ -207,33 +229,37 @@ def test_run_ner_end_to_end(tiny_dir, tmp_path):
     predicted = [[l.split()[2] for l in s] for s in sents]
     assert abs(entity_scores([e.labels for e in dev], predicted)["f1"] - float(te["test_f1"])) < 1e-12
     assert (out / "labels.txt").read_text().split() == CONLL2003_LABELS
-    rc, _, err = run_cli("run_ner", "--data_dir", data, "--bert_model", out, "--output_dir", tmp_path / "again", "--do_predict",
-                         "--max_seq_length", 32, "--no_progress", "--no_cuda")
+    rc, _, err = run_cli("run_ner", "--data_dir", data, "--bert_model", out, "--output_dir", tmp_path / "again",
+                         "--do_predict", "--max_seq_length", 32, "--no_progress", "--no_cuda")
     assert rc == 0, err
     assert (tmp_path / "again" / "test_predictions.txt").read_text() == pred
 
 
 def test_custom_labels(tiny_dir, tmp_path):
-    data = tmp_path / "data"; data.mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
     (data / "train.txt").write_text("BRCA1 B-GENE\nmutates O\n\np53 B-GENE\nbinds O\nDNA O\n")
     (tmp_path / "labels.txt").write_text("O\nB-GENE\nI-GENE\n")
-    rc, _, err = run_cli("run_ner", "--data_dir", data, "--bert_model", tiny_dir, "--output_dir", tmp_path / "out", "--do_train",
-                         "--labels", tmp_path / "labels.txt", "--max_seq_length", 16, "--max_steps", 2, "--train_batch_size", 2, "--no_progress",
-                         "--no_plot", "--no_cuda")
+    rc, _, err = run_cli("run_ner", "--data_dir", data, "--bert_model", tiny_dir, "--output_dir", tmp_path / "out",
+                         "--do_train", "--labels", tmp_path / "labels.txt", "--max_seq_length", 16, "--max_steps", 2,
+                         "--train_batch_size", 2, "--no_progress", "--no_plot", "--no_cuda")
     assert rc == 0, err
     assert (tmp_path / "out" / "labels.txt").read_text().split() == ["O", "B-GENE", "I-GENE"]
     assert json.loads((tmp_path / "out" / "config.json").read_text())["hidden_size"] == 32
 
 
 def test_bad_input_stops_before_writing(tiny_dir, tmp_path):
-    data = tmp_path / "data"; shutil.copytree(NER_SAMPLE_DIR, data)
+    data = tmp_path / "data"
+    shutil.copytree(NER_SAMPLE_DIR, data)
     (data / "dev.txt").write_text("-DOCSTART- -X- -X- O\n\nJim NNP B-NP B-PER\nHenson NNP I-NP\n")
     rc, _, err = run_cli("run_ner", "--data_dir", data, "--bert_model", tiny_dir, "--output_dir", tmp_path / "out",
                          "--do_train", "--do_eval", "--no_cuda")
     assert rc == 1 and "dev.txt, line 4: 3 fields, but line 3 has 4" in err
-    rc, _, err = run_cli("run_ner", "--data_dir", data, "--bert_model", tiny_dir, "--output_dir", tmp_path / "out", "--do_predict", "--no_cuda")
+    rc, _, err = run_cli("run_ner", "--data_dir", data, "--bert_model", tiny_dir, "--output_dir", tmp_path / "out",
+                         "--do_predict", "--no_cuda")
     assert rc == 1 and "test.txt: no such file" in err
-    rc, _, err = run_cli("run_ner", "--data_dir", NER_SAMPLE_DIR, "--bert_model", tiny_dir, "--output_dir", tmp_path / "out", "--do_train",
-                         "--max_seq_length", 128, "--no_cuda")  # the tiny model has 64 positions
+    # the tiny model has 64 positions
+    rc, _, err = run_cli("run_ner", "--data_dir", NER_SAMPLE_DIR, "--bert_model", tiny_dir,
+                         "--output_dir", tmp_path / "out", "--do_train", "--max_seq_length", 128, "--no_cuda")
     assert rc == 1 and "--max_seq_length 128 is longer than the model's max_position_embeddings=64" in err
     assert not (tmp_path / "out").exists()

@@ -370,3 +370,19 @@ def test_failed_save_keeps_the_old_files_and_leaves_no_temp(tmp_path, monkeypatc
     model = TinyBert()
     load_state_dict_into(model, load_state_dict_file(tmp_path/'model.safetensors'))
     assert same(snapshot(model), snapshot(old))
+
+
+def test_notebook_round_trip(tmp_path):
+    "Moved from nbs/01b_pretrained.ipynb: the saved folder holds the two files, and they read back in full."
+    torch.manual_seed(1)
+    head, config = TinyBertWithHeads(), BertConfig(vocab_size_or_config_json_file=32, hidden_size=8, num_hidden_layers=2,
+                                                   num_attention_heads=2, intermediate_size=16, max_position_embeddings=16)
+    out = tmp_path/'saved'
+    assert save_pretrained(head, config, out) == (str(out/'config.json'), str(out/'model.safetensors'))
+    assert sorted(os.listdir(out)) == ['config.json', 'model.safetensors']
+    assert BertConfig.from_json_file(out/'config.json') == config
+    stored = load_state_dict_file(resolve_model_files(out)[1])
+    fresh = TinyBertWithHeads()
+    r = load_state_dict_into(fresh, stored)
+    assert (r.missing, r.unexpected) == ([], [])
+    assert all(torch.equal(a, b) for a, b in zip(head.state_dict().values(), fresh.state_dict().values()))

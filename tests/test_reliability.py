@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bert_nb.config import BertConfig
-from bert_nb.glue import DEMO_DATA_DIR
+from bert_nb.demo import DEMO_DATA_DIR
 from bert_nb.hub import OutputDirInUse, atomic_write, check_writable, hold_output_dir
 from bert_nb.modeling import BertModel
 from bert_nb.tokenization import BertTokenizer

@@ -62,7 +62,19 @@ def test_reader_takes_columns_by_name(tmp_path):
 ])
 def test_bad_files_name_file_and_line(tmp_path, text, message):
     (tmp_path / "bad.csv").write_text(text)
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")): read_swag_examples(tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_swag_examples(tmp_path / "bad.csv")
+
+
+def test_missing_file_and_label_column(tmp_path):
+    "A missing file is named; a test file read for training lacks `label`; a label must be 0-3."
+    with pytest.raises(FileNotFoundError, match="nope.csv: no such file"): read_swag_examples(tmp_path / "nope.csv")
+    (tmp_path / "bad.csv").write_text(HEADER.replace(",label", "") + ROW[:-3] + "\n")
+    with pytest.raises(ValueError, match=r"line 1: the header lacks the column\(s\) label"):
+        read_swag_examples(tmp_path / "bad.csv")
+    (tmp_path / "bad.csv").write_text(HEADER + ROW.replace(",2\n", ",4\n"))
+    with pytest.raises(ValueError, match="line 2: label '4' is not one of 0, 1, 2, 3"):
+        read_swag_examples(tmp_path / "bad.csv")
 
 
 def test_non_utf8_names_the_line(tmp_path):
@@ -89,15 +101,16 @@ def test_features_are_the_seeds(tok, max_seq_length):
     assert f["input_ids"].shape == (60, 4, max_seq_length) and f["labels"].tolist() == [e.label for e in exs]
     for i, e in enumerate(exs):
         ids, mask, seg = map(list, zip(*seed_convert(e, tok, max_seq_length)))
-        assert (f["input_ids"][i].tolist(), f["attention_mask"][i].tolist(), f["token_type_ids"][i].tolist()) == (ids, mask, seg)
+        ours = f["input_ids"][i].tolist(), f["attention_mask"][i].tolist(), f["token_type_ids"][i].tolist()
+        assert ours == (ids, mask, seg)
 
 
 def test_features_feed_the_model(tok):
     exs = read_swag_examples(SWAG_SAMPLE_DIR / "val.csv")[:3]
     f = swag_features(exs, tok, 24)
     torch.manual_seed(0)
-    model = BertForMultipleChoice(BertConfig(30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
-                                  num_choices=4).eval()
+    cfg = BertConfig(30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    model = BertForMultipleChoice(cfg, num_choices=4).eval()
     logits = model(f["input_ids"], f["token_type_ids"], f["attention_mask"])
     assert logits.shape == (3, 4)
     m = multiple_choice_metrics(f["labels"])(logits, None)
@@ -114,11 +127,13 @@ def test_metrics_by_hand():
 
 def test_seed_flags_parse():
     p = add_swag_arguments(argparse.ArgumentParser())
-    a = p.parse_args("--data_dir d --bert_model m --output_dir o --max_seq_length 80 --do_train --do_eval --do_lower_case "
-                     "--train_batch_size 16 --eval_batch_size 4 --learning_rate 2e-5 --num_train_epochs 3.0 --warmup_proportion 0.1 "
+    a = p.parse_args("--data_dir d --bert_model m --output_dir o --max_seq_length 80 --do_train --do_eval "
+                     "--do_lower_case --train_batch_size 16 --eval_batch_size 4 --learning_rate 2e-5 "
+                     "--num_train_epochs 3.0 --warmup_proportion 0.1 "
                      "--no_cuda --local_rank -1 --seed 7 --gradient_accumulation_steps 4 --fp16 --loss_scale 128 "
                      "--bf16 --overwrite_output_dir --max_steps 10".split())
-    assert (a.max_seq_length, a.train_batch_size, a.gradient_accumulation_steps, a.loss_scale, a.max_steps) == (80, 16, 4, 128., 10)
+    assert (a.max_seq_length, a.train_batch_size, a.gradient_accumulation_steps, a.loss_scale, a.max_steps) == \
+        (80, 16, 4, 128., 10)
     assert a.do_train and a.do_eval and a.do_lower_case and a.fp16 and a.bf16 and a.overwrite_output_dir
     assert not p.parse_args("--data_dir d --bert_model m --output_dir o --no-do_lower_case".split()).do_lower_case
 
@@ -130,11 +145,13 @@ def run_cli(*argv):
 
 
 def test_run_swag_end_to_end(tiny_dir, tmp_path):
-    "A tiny model learns the 40 training questions (the loss falls), is saved, evaluated, and evaluates the same reloaded."
+    """A tiny model learns the 40 training questions (the loss falls), is saved, evaluated, and evaluates the same
+    reloaded."""
     out = tmp_path / "out"
-    rc, stdout, err = run_cli("run_swag", "--data_dir", SWAG_SAMPLE_DIR, "--bert_model", tiny_dir, "--output_dir", out, "--do_train",
-                              "--do_eval", "--max_seq_length", 40, "--train_batch_size", 8, "--learning_rate", "5e-4",
-                              "--num_train_epochs", 12, "--logging_steps", 5, "--no_progress", "--no_plot", "--no_cuda")
+    rc, stdout, err = run_cli("run_swag", "--data_dir", SWAG_SAMPLE_DIR, "--bert_model", tiny_dir, "--output_dir", out,
+                              "--do_train", "--do_eval", "--max_seq_length", 40, "--train_batch_size", 8,
+                              "--learning_rate", "5e-4", "--num_train_epochs", 12, "--logging_steps", 5,
+                              "--no_progress", "--no_plot", "--no_cuda")
     assert rc == 0, err
     losses = [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     assert len(losses) == 12 and losses[-1] < 0.5 * losses[0], losses
@@ -143,27 +160,31 @@ def test_run_swag_end_to_end(tiny_dir, tmp_path):
     assert float(res["eval_accuracy"]) * 20 == round(float(res["eval_accuracy"]) * 20)  # a share of the 20 questions
     assert "eval_accuracy = " in stdout
     assert {"config.json", "model.safetensors", "vocab.txt"} <= {p.name for p in out.iterdir()}
-    rc, stdout, err = run_cli("run_swag", "--data_dir", SWAG_SAMPLE_DIR, "--bert_model", out, "--output_dir", tmp_path / "eval",
-                              "--do_eval", "--max_seq_length", 40, "--no_progress", "--no_cuda")
+    rc, stdout, err = run_cli("run_swag", "--data_dir", SWAG_SAMPLE_DIR, "--bert_model", out,
+                              "--output_dir", tmp_path / "eval", "--do_eval", "--max_seq_length", 40, "--no_progress",
+                              "--no_cuda")
     assert rc == 0, err
     again = dict(l.split(" = ") for l in (tmp_path / "eval" / "eval_results.txt").read_text().splitlines())
-    assert again["eval_accuracy"] == res["eval_accuracy"] and abs(float(again["eval_loss"]) - float(res["eval_loss"])) < 1e-5
+    assert again["eval_accuracy"] == res["eval_accuracy"]
+    assert abs(float(again["eval_loss"]) - float(res["eval_loss"])) < 1e-5
 
 
 def test_bad_input_stops_before_writing(tiny_dir, tmp_path):
-    data = tmp_path / "data"; data.mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
     shutil.copy(SWAG_SAMPLE_DIR / "train.csv", data)
     (data / "val.csv").write_text(HEADER + ROW + ROW.replace(",2\n", ",7\n"))
     rc, _, err = run_cli("run_swag", "--data_dir", data, "--bert_model", tiny_dir, "--output_dir", tmp_path / "out",
                          "--do_train", "--do_eval", "--no_cuda")
     assert rc == 1 and "val.csv, line 3: label '7'" in err
     assert not (tmp_path / "out").exists()
-    rc, _, err = run_cli("run_swag", "--data_dir", tmp_path / "nowhere", "--bert_model", tiny_dir, "--output_dir", tmp_path / "out",
-                         "--do_eval", "--no_cuda")
+    rc, _, err = run_cli("run_swag", "--data_dir", tmp_path / "nowhere", "--bert_model", tiny_dir,
+                         "--output_dir", tmp_path / "out", "--do_eval", "--no_cuda")
     assert rc == 1 and "val.csv: no such file" in err
     rc, _, err = run_cli("run_swag", "--data_dir", data, "--bert_model", tiny_dir, "--output_dir", tmp_path / "out")
     assert rc == 1 and "At least one of `do_train` or `do_eval`" in err
-    rc, _, err = run_cli("run_swag", "--data_dir", SWAG_SAMPLE_DIR, "--bert_model", tiny_dir, "--output_dir", tmp_path / "out",
-                         "--do_train", "--no_cuda")  # --max_seq_length 128, the tiny model has 64 positions
+    # --max_seq_length 128, the tiny model has 64 positions
+    rc, _, err = run_cli("run_swag", "--data_dir", SWAG_SAMPLE_DIR, "--bert_model", tiny_dir,
+                         "--output_dir", tmp_path / "out", "--do_train", "--no_cuda")
     assert rc == 1 and "--max_seq_length 128 is longer than the model's max_position_embeddings=64" in err
     assert not (tmp_path / "out").exists()

@@ -224,3 +224,67 @@ def test_import_bert_nb_never_imports_tensorflow():
     code = "import sys, bert_nb, bert_nb.convert, bert_nb.tf_parity, bert_nb.cli; print('tensorflow' in sys.modules)"
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == 'False'
+
+
+# Moved from nbs/05_convert.ipynb: the notebook shows a few of each; these are the rest (no TensorFlow needed)
+
+def test_variable_names_map_by_rule():
+    from bert_nb.convert import is_transposed, tf_to_pytorch_name
+    assert (tf_to_pytorch_name('bert/encoder/layer_0/attention/output/LayerNorm/beta')
+            == 'bert.encoder.layer.0.attention.output.LayerNorm.bias')
+    assert tf_to_pytorch_name('bert/pooler/dense/bias') == 'bert.pooler.dense.bias'
+    assert tf_to_pytorch_name('cls/predictions/transform/dense/kernel') == 'cls.predictions.transform.dense.weight'
+    assert tf_to_pytorch_name('cls/predictions/output_bias') == 'cls.predictions.bias'
+    assert tf_to_pytorch_name('cls/seq_relationship/output_weights') == 'cls.seq_relationship.weight'
+    assert tf_to_pytorch_name('cls/squad/output_bias') == 'qa_outputs.bias'
+    assert ([is_transposed(n) for n in ('bert/pooler/dense/kernel', 'cls/seq_relationship/output_weights', 'output_weights')]
+            == [True, False, False])
+    for n in ('bert/encoder/layer_0/output/dense/kernel/adam_m', 'global_step', 'bert/pooler/dense/gamma',
+              'bert/encoder/layer_0/output/LayerNorm/kernel', 'bert/embeddings/kernel', 'electra/embeddings/word_embeddings'):
+        assert tf_to_pytorch_name(n) is None, n
+
+
+def test_variables_that_do_not_fit_are_named():
+    "More layers in the checkpoint than in the config, fewer, and a checkpoint that is not BERT's."
+    from bert_nb.convert import pytorch_to_tf, tf_state_dict
+    tiny = BertConfig(99, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
+                      max_position_embeddings=32)
+    deep = BertConfig(99, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+                      max_position_embeddings=32)
+    torch.manual_seed(0)
+    tf_vars = pytorch_to_tf(BertForPreTraining(tiny))
+    with pytest.raises(ValueError) as e:
+        tf_state_dict(tf_vars, BertModel(deep))
+    assert 'the checkpoint has no variable for encoder.layer.1.attention.self.query.weight' in str(e.value)
+    with pytest.raises(ValueError) as e:
+        tf_state_dict(pytorch_to_tf(BertModel(deep)), BertModel(tiny))
+    assert 'BertModel has no place for bert/encoder/layer_1/attention/output/LayerNorm/beta' in str(e.value)
+    with pytest.raises(ValueError) as e:
+        tf_state_dict({'resnet/conv1/kernel': np.zeros(3), 'global_step': np.int64(0)}, BertModel(tiny))
+    assert 'is not a BERT checkpoint: it has no bert/embeddings/word_embeddings variable' in str(e.value)
+
+
+def test_resolve_tf_checkpoint(tmp_path):
+    "A prefix, one of its files or its folder; what is missing is named."
+    from bert_nb.convert import resolve_tf_checkpoint
+    d = tmp_path/'ckpt'
+    d.mkdir()
+    with pytest.raises(FileNotFoundError) as e:
+        resolve_tf_checkpoint(d/'bert_model.ckpt')
+    assert f"missing: {d}/bert_model.ckpt.index, {d}/bert_model.ckpt.data-00000-of-00001" in str(e.value)
+    (d/'bert_model.ckpt.index').touch()
+    with pytest.raises(FileNotFoundError) as e:
+        resolve_tf_checkpoint(d/'bert_model.ckpt')
+    assert "missing: " + f"{d}/bert_model.ckpt.data-00000-of-00001" in str(e.value)
+    (d/'bert_model.ckpt.data-00000-of-00002').touch()
+    with pytest.raises(FileNotFoundError) as e:
+        resolve_tf_checkpoint(d)
+    assert "missing: " + f"{d}/bert_model.ckpt.data-00001-of-00002" in str(e.value)
+    (d/'bert_model.ckpt.data-00001-of-00002').touch()
+    assert resolve_tf_checkpoint(d) == f'{d}/bert_model.ckpt'
+    assert resolve_tf_checkpoint(d/'bert_model.ckpt.index') == f'{d}/bert_model.ckpt'
+    with pytest.raises(FileNotFoundError, match='nothing.index'):
+        resolve_tf_checkpoint(d/'nothing')
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match=r'no TensorFlow checkpoint \(\*\.index\) in'):
+        resolve_tf_checkpoint(tmp_path/'empty')

@@ -145,3 +145,54 @@ def test_basic_tokenizer_equals_seed_on_every_bmp_character(low):
     bad = [cp for cp in range(0x10000) for t in (chr(cp), f"a{chr(cp)}b", f"X{chr(cp)}{chr(cp)} [CLS]{chr(cp)}", f"{chr(cp)}Σ")
            if ours.tokenize(t) != seed.tokenize(t)]
     assert bad == [], [hex(cp) for cp in bad[:20]]
+
+
+# --- Moved from nbs/00_tokenizer.ipynb: the notebook shows one example per idea, these are the rest ----------------
+
+PUPPETEER = ['[CLS]', 'who', 'was', 'jim', 'henson', '?', '[SEP]', 'jim', 'henson', 'was', 'a', 'puppet', '##eer', '[SEP]']
+
+
+def test_ids_round_trip_and_errors(vocab_path):
+    "Ids back to tokens; an id outside the vocabulary names the range; WordPiece alone on pre-split text."
+    tok = BertTokenizer(vocab_path)
+    ids = tok.convert_tokens_to_ids(PUPPETEER)
+    assert tok.convert_ids_to_tokens(ids) == PUPPETEER
+    with pytest.raises(Exception) as e:
+        tok.convert_ids_to_tokens([5, 30522])
+    assert "id 30522 is not in the vocabulary: ids run from 0 to 30521" in str(e.value)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        BertTokenizer(vocab_path, do_lower_case=False)
+    assert len(w) == 1 and "vocabulary is uncased but do_lower_case=False" in str(w[0].message)
+    # WordPiece only: "," continues "henson"
+    assert BertTokenizer(vocab_path, do_basic_tokenize=False).tokenize("jim henson,") == ["jim", "henson", "##,"]
+
+
+def test_encode_options(vocab_path):
+    "A pair, a truncated and padded batch with offsets and masks, tensors, and truncation of one side only."
+    tok = BertTokenizer(vocab_path)
+    enc = tok("Who was Jim Henson?", "Jim Henson was a puppeteer", return_tokens=True)
+    assert enc["tokens"] == PUPPETEER
+    assert enc["attention_mask"] == [1] * 14
+    enc = tok(["a puppeteer", "Jim Henson was a puppeteer"], ["who?", "who was he?"], max_length=8, truncation=True,
+              padding="max_length", return_offsets=True, return_tokens=True, return_special_tokens_mask=True)
+    assert enc["tokens"][0] == ['[CLS]', 'a', 'puppet', '##eer', '[SEP]', 'who', '?', '[SEP]']
+    assert enc["special_tokens_mask"][0] == [1, 0, 0, 0, 1, 0, 0, 1]
+    enc = tok(["a puppeteer", "Jim"], padding=True, return_tensors="pt")
+    assert enc["input_ids"].shape == (2, 5)
+    assert enc["attention_mask"].tolist()[1] == [1, 1, 1, 0, 0]
+    assert tok("Jim Henson", return_tensors="pt")["input_ids"].shape == (1, 4)   # one text: a batch of one
+    q = tok("who was he?", "Jim Henson was a puppeteer " * 20, max_length=16, truncation="only_second")
+    assert sum(1 for t in q["token_type_ids"] if t == 0) == 6     # the question stays whole
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda tok: tok(["a"], ["b", "c"]), "1 texts but 2 text_pairs"),
+    (lambda tok: tok("a", padding="max_length"), "padding='max_length' needs max_length"),
+    (lambda tok: tok(["a", "b c"], return_tensors="pt"), "pass padding=True"),
+    (lambda tok: tok(["a", 3]), "text 1 must be a str, got int"),
+], ids=["pairs", "max_length", "ragged-tensors", "not-a-str"])
+def test_encode_errors(vocab_path, call, message):
+    with pytest.raises(Exception) as e:
+        call(BertTokenizer(vocab_path))
+    assert message in str(e.value)

@@ -28,12 +28,14 @@ ROLES = ["chief executive", "finance chief", "head of research", "chairman", "ge
 SUBJECTS = ["history", "chemistry", "algebra", "biology", "geography", "physics"]
 ANIMALS = ["cats", "koalas", "horses", "bats", "sloths", "giraffes", "owls", "dolphins"]
 DISHES = ["bread", "lasagna", "chicken", "cake", "salmon", "pie"]
-PRODUCTS = ["Aero 5 phone", "Lumen tablet", "Pulse watch", "Nova laptop", "Echo speaker", "Vista camera"]
+PRODUCTS = ["Aero 5 phone", "Lumen tablet", "Pulse watch", "Nova laptop", "Echo speaker",
+            "Vista camera"]
 BODIES = ["senate", "city council", "school board", "committee", "assembly"]
 BILLS = ["budget", "housing bill", "tax plan", "transit proposal", "water bill", "park plan"]
 AIRLINES = ["Skyline", "Aerona", "Bluejet", "Condor Air", "Polar Airways"]
 BOOKS = ["The Quiet Harbor", "Salt and Iron", "A Winter Garden", "The Glass River", "Night Trains", "Paper Moons"]
-WEATHER = ["[rain|showers]", "[snow|snowfall]", "[sunshine|clear skies]", "[strong winds|high winds]", "[fog|thick fog]"]
+WEATHER = ["[rain|showers]", "[snow|snowfall]", "[sunshine|clear skies]", "[strong winds|high winds]",
+           "[fog|thick fog]"]
 WORDS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
         "seventeen eighteen nineteen twenty".split()
 
@@ -44,8 +46,10 @@ class Count(Num):
 
 def num(lo, hi, kind=Num): return lambda rng: kind(rng.randint(lo, hi))
 def pick(xs): return lambda rng: rng.choice(xs)
-def time_(rng): return f"{rng.randint(1, 11)}:{rng.choice(['00', '15', '30', '45'])} [a.m.|in the morning]" if rng.random() < .5 \
-    else f"{rng.randint(1, 11)}:{rng.choice(['00', '15', '30', '45'])} [p.m.|in the evening]"
+def time_(rng):
+    "A clock time, morning or evening."
+    if rng.random() < .5: return f"{rng.randint(1, 11)}:{rng.choice(['00', '15', '30', '45'])} [a.m.|in the morning]"
+    return f"{rng.randint(1, 11)}:{rng.choice(['00', '15', '30', '45'])} [p.m.|in the evening]"
 UP = dict(verb="[rose|climbed|grew|increased]", noun="[increase|rise|gain|jump]")
 DOWN = dict(verb="[fell|dropped|declined|decreased]", noun="[decrease|drop|fall|decline]")
 APPROVE = dict(verb="[approved|passed|adopted]", noun="approval of")
@@ -63,7 +67,8 @@ FAMILIES = [
          neg=["{p} did not [buy|purchase] {n} {item} at the {shop} on {day}.",
               "On {day}, {p} left the {shop} without [buying|purchasing] the {n} {item}."],
          change=["p", "n", "item", "shop", "day"]),
-    dict(slots=dict(c=pick(COMPANIES), d=pick([UP, DOWN]), pct=num(2, 40), q=pick(["first", "second", "third", "fourth"])),
+    dict(slots=dict(c=pick(COMPANIES), d=pick([UP, DOWN]), pct=num(2, 40),
+                    q=pick(["first", "second", "third", "fourth"])),
          same=["{c} said its [profit|net income] {d[verb]} {pct} percent in the {q} quarter.",
                "In the {q} quarter, {c}'s [profit|net income] {d[verb]} by {pct} percent.",
                "{c} reported a {pct} percent {d[noun]} in {q}-quarter [profit|earnings].",
@@ -87,7 +92,8 @@ FAMILIES = [
                "{city} [will see|should get] {w} on {day} and temperatures up to {temp} degrees.",
                "On {day}, {city} is forecast to have {w} and a high of {temp} degrees.",
                "Expect {w} and a top temperature of {temp} degrees in {city} on {day}."],
-         neg=["[Forecasters|Meteorologists] do not expect {w} in {city} on {day}, when the high will be {temp} degrees."],
+         neg=["[Forecasters|Meteorologists] do not expect {w} in {city} on {day}, "
+              "when the high will be {temp} degrees."],
          change=["city", "w", "temp", "day"]),
     dict(slots=dict(body=pick(BODIES), bill=pick(BILLS), y=num(11, 40), n=num(2, 10), dec=pick([APPROVE, REJECT])),
          same=["The {body} {dec[verb]} the {bill} by a vote of {y} to {n}.",
@@ -121,7 +127,8 @@ FAMILIES = [
                "[Put|Place] the {dish} in a {temp}-degree oven for {n} minutes.",
                "For {n} minutes, [bake|cook] the {dish} at {temp} degrees."],
          change=["dish", "temp", "n"]),
-    dict(slots=dict(c=pick(COMPANIES), prod=pick(PRODUCTS), m=pick(MONTHS), price=pick([Num(p) for p in range(199, 1200, 100)])),
+    dict(slots=dict(c=pick(COMPANIES), prod=pick(PRODUCTS), m=pick(MONTHS),
+                    price=pick([Num(p) for p in range(199, 1200, 100)])),
          same=["{c} [will release|plans to launch] the {prod} in {m} for {price} dollars.",
                "The {prod} from {c} [goes on sale|will be available] in {m}, priced at {price} dollars.",
                "In {m}, {c} [will start selling|will put on sale] its {prod} at a price of {price} dollars.",
@@ -135,7 +142,8 @@ FAMILIES = [
                "{p1} has a meeting with {p2} on {day} at {t}."],
          neg=["{p1} [cancelled|called off] the meeting with {p2} at {t} on {day}."],
          change=["t", "day", "p2"], sym=[("p1", "p2")]),
-    dict(slots=dict(p1=pick(NAMES), p2=pick(NAMES), n=num(20, 900), item=pick(["bike", "car", "guitar", "sofa", "camera", "desk"])),
+    dict(slots=dict(p1=pick(NAMES), p2=pick(NAMES), n=num(20, 900),
+                    item=pick(["bike", "car", "guitar", "sofa", "camera", "desk"])),
          same=["{p1} [paid|gave] {p2} {n} dollars for the {item}.",
                "{p2} [received|got] {n} dollars from {p1} for the {item}.",
                "For the {item}, {p1} paid {p2} {n} dollars.",
@@ -153,7 +161,8 @@ FAMILIES = [
                "In {y}, {au} [published|finished] the [novel|book] \"{b}\".",
                "The [novel|book] \"{b}\" is by {au}, who wrote it in {y}."],
          change=["au", "b", "y"]),
-    dict(slots=dict(p1=pick(NAMES), p2=pick(NAMES), adj=pick([("taller", "shorter"), ("older", "younger"), ("faster", "slower")])),
+    dict(slots=dict(p1=pick(NAMES), p2=pick(NAMES),
+                    adj=pick([("taller", "shorter"), ("older", "younger"), ("faster", "slower")])),
          same=["{p1} is {adj[0]} than {p2}.", "{p2} is {adj[1]} than {p1}.",
                "Compared with {p2}, {p1} is {adj[0]}.", "{p2} is not as {adj_base} as {p1}."],
          change=["p2"], swap=[("p1", "p2")]),
@@ -167,7 +176,8 @@ def render(template, values, rng):
     if "adj" in vals: vals["adj_base"] = BASE[vals["adj"][0]]
     s = template.format(**vals)
     s = re.sub(r"\[([^\]]*)\]", lambda m: rng.choice(m.group(1).split("|")), s)
-    s = re.sub(r"\ba (?=[aeiou]|8|11\b|18\b)", "an ", s.replace("s's ", "s' "))  # an 8 percent gain; Halden Labs' profit
+    # an 8 percent gain; Halden Labs' profit
+    s = re.sub(r"\ba (?=[aeiou]|8|11\b|18\b)", "an ", s.replace("s's ", "s' "))
     return s[0].upper() + s[1:].replace("..", ".")  # 'at 9:30 p.m.' ends a sentence once
 
 def sample(fam, rng):
@@ -198,7 +208,8 @@ def make_pair(rng, paraphrase):
     r = rng.random()
     if fam.get("neg") and r < .2: return 0, render(t1, v, rng), render(rng.choice(fam["neg"]), v, rng)  # denied
     if fam.get("swap") and r < .35:  # the same words, two roles exchanged
-        w, (a, b) = dict(v), rng.choice(fam["swap"]); w[a], w[b] = v[b], v[a]
+        w, (a, b) = dict(v), rng.choice(fam["swap"])
+        w[a], w[b] = v[b], v[a]
         return 0, render(t1, v, rng), render(t2, w, rng)
     n = rng.choice([1, 1, 2, len(fam["change"]), len(fam["change"])])  # one fact changed, two, or all of them
     return 0, render(t1, v, rng), render(t2, changed(fam, v, rng, n), rng)
