@@ -4,20 +4,22 @@
 
 # %% auto #0
 __all__ = ['PreTrainingObjective', 'pretraining_metrics', 'most_common_token_baseline', 'add_run_pretraining_arguments',
-           'pretraining_model', 'run_pretraining', 'run_pretraining_main', 'plot_pretraining', 'predict_masked',
-           'masked_lm_accuracy_by_input']
+           'pretraining_model', 'PretrainingTask', 'run_pretraining', 'run_pretraining_main', 'plot_pretraining',
+           'predict_masked', 'masked_lm_accuracy_by_input']
 
 # %% ../nbs/10b_pretraining.ipynb #ce8dfbc6
-import argparse, collections, dataclasses, json, logging, os, sys
+import argparse, collections, dataclasses, json, logging, os
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
-from .hub import atomic_write, holds_output_dir, nonnegative_int, positive_int, probability
+from .hub import atomic_write, nonnegative_int, positive_int, probability
 from .tokenization import BertTokenizer
 from .config import BertConfig
 from .heads import BertForPreTraining
-from .trainer import Trainer, TrainingArgs, add_training_arguments, set_seed
+from .trainer import Trainer, add_training_arguments
+from .tasks import TaskRunner
 from .pretraining_data import PretrainingDataset, _input_files, vocab_copy
+from fastcore.basics import patch
 
 # %% ../nbs/10b_pretraining.ipynb #eb14a813
 class PreTrainingObjective(nn.Module):
@@ -151,57 +153,69 @@ def _split(args):
 # %% ../nbs/10b_pretraining.ipynb #4fc11ab1
 _logger = logging.getLogger(__name__)
 
-def _save(model, args, out):
-    "Save the trained model as a pretrained folder, with the vocabulary its instances were made with."
-    model.save_pretrained(out)
-    vocab = args.vocab_file or vocab_copy(_input_files(args.input_file)[0])
-    if os.path.isfile(vocab): atomic_write(out / "vocab.txt", Path(vocab).read_bytes())
-    else: _logger.warning(f"no vocabulary for {out}: pass --vocab_file so that the folder loads with its tokenizer")
+class PretrainingTask(TaskRunner):
+    "Google's run_pretraining on the shared flow (`TaskRunner`): masked LM and next sentence, from instance files."
+    do_flags = ("do_train", "do_eval")
+
+    def check(self):
+        a = self.args
+        if a.vocab_file and not os.path.isfile(a.vocab_file):
+            raise FileNotFoundError(f"{a.vocab_file}: no such file (--vocab_file)")
+        self.train_data, self.held_out = _split(a)
+
+    def load(self, path):
+        "A new (or `--init_checkpoint`'s) model first; the saved folder after training. There is no tokenizer."
+        a = self.args
+        if path is not None: return None, BertForPreTraining.from_pretrained(path)
+        model = pretraining_model(a.bert_config_file, a.init_checkpoint)
+        held_out_flag = "--eval_file" if a.eval_file else "--input_file"
+        for ds, what in ((self.train_data, "--input_file"), (self.held_out, held_out_flag)):
+            if ds is not None: _check_data(getattr(ds, "dataset", ds), a, model.config, what)
+        return None, model
 
 # %% ../nbs/10b_pretraining.ipynb #42059285
-@holds_output_dir
+@patch
+def trainer(self:PretrainingTask, model, targs, train):
+    "Google's step flags (`num_train_steps`, `num_warmup_steps`, `save_checkpoints_steps`) in the trainer's terms."
+    a = self.args
+    steps = a.max_steps or a.num_train_steps
+    warmup = a.warmup_proportion if a.num_warmup_steps is None else a.num_warmup_steps / steps
+    save_steps = a.save_steps if a.save_checkpoints_steps is None else a.save_checkpoints_steps
+    targs = dataclasses.replace(targs, max_steps=steps, warmup_proportion=warmup, save_steps=save_steps)
+    return Trainer(PreTrainingObjective(model), targs, self.train_data if train else None,
+                   self.held_out, compute_metrics=pretraining_metrics)  # held out: the curve while training too
+
+@patch
+def save(self:PretrainingTask):
+    "Save the trained model as a pretrained folder, with the vocabulary its instances were made with."
+    a = self.args
+    self.model.save_pretrained(self.out)
+    vocab = a.vocab_file or vocab_copy(_input_files(a.input_file)[0])
+    if os.path.isfile(vocab): atomic_write(self.out / "vocab.txt", Path(vocab).read_bytes())
+    else: _logger.warning(f"no vocabulary for {self.out}: pass --vocab_file, so that the folder loads with a tokenizer")
+
+@patch
+def evaluate(self:PretrainingTask, trainer):
+    "Google's metrics on the held-out instances, against always guessing the most common piece; the curves' plot."
+    a = self.args
+    res = trainer.evaluate()
+    res["eval_most_common_token_accuracy"] = most_common_token_baseline(
+        self.train_data if self.train_data is not None else self.held_out, self.held_out)[1]
+    if a.do_train and a.plot:
+        try: plot = plot_pretraining(self.out, res["eval_most_common_token_accuracy"])
+        except ImportError: return res  # no matplotlib: no picture
+        plot.savefig(self.out / "pretraining.png", dpi=100)
+    return res
+
 def run_pretraining(args:argparse.Namespace # parsed `add_run_pretraining_arguments` flags
                    ) -> dict:
     "Pre-train and/or evaluate `BertForPreTraining` on instance files as Google's run_pretraining.py; return results."
-    if not (args.do_train or args.do_eval): raise ValueError("At least one of `do_train` or `do_eval` must be True.")
-    train, held_out = _split(args)
-    set_seed(args.seed)  # the new weights
-    model = pretraining_model(args.bert_config_file, args.init_checkpoint)
-    for ds, what in ((train, "--input_file"), (held_out, "--eval_file" if args.eval_file else "--input_file")):
-        if ds is not None: _check_data(getattr(ds, "dataset", ds), args, model.config, what)
-    if args.vocab_file and not os.path.isfile(args.vocab_file):
-        raise FileNotFoundError(f"{args.vocab_file}: no such file (--vocab_file)")
-    steps = args.max_steps or args.num_train_steps
-    warmup = args.warmup_proportion if args.num_warmup_steps is None else args.num_warmup_steps / steps
-    save_steps = args.save_steps if args.save_checkpoints_steps is None else args.save_checkpoints_steps
-    targs = dataclasses.replace(TrainingArgs.from_namespace(args), max_steps=steps, warmup_proportion=warmup,
-                                save_steps=save_steps)
-    trainer = Trainer(PreTrainingObjective(model), targs, train, held_out, compute_metrics=pretraining_metrics)
-    out, results = Path(args.output_dir), {}
-    if trainer.is_main and hasattr(model, "loading_report"): _logger.info(str(model.loading_report))
-    if args.do_train:
-        res = trainer.train()
-        results = {k: v for k, v in res.items() if k.startswith("eval_")}
-        results |= dict(global_step=res["step"], loss=res["train_loss"])
-        if trainer.is_main: _save(model, args, out)
-    elif trainer.is_main: results = trainer.evaluate()
-    if args.do_eval and trainer.is_main:
-        baseline = most_common_token_baseline(train if train is not None else held_out, held_out)[1]
-        results["eval_most_common_token_accuracy"] = baseline
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "eval_results.txt", "".join(f"{k} = {results[k]}\n" for k in sorted(results)))
-        if args.do_train and args.plot:
-            try: plot_pretraining(out, baseline).savefig(out / "pretraining.png", dpi=100)
-            except ImportError: pass
-    return results
+    return PretrainingTask(args).run()
 
 # %% ../nbs/10b_pretraining.ipynb #cb2d6dd7
 def run_pretraining_main(args:argparse.Namespace) -> int:
-    "`bert_nb run_pretraining`: run, print the results; a bad input prints its error and returns 1."
-    try: results = run_pretraining(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    "`bert_nb run_pretraining`: run, print the results."
+    results = run_pretraining(args)
     for k in sorted(results): print(f"{k} = {results[k]}")
     return 0
 

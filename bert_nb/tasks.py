@@ -78,7 +78,7 @@ def _run(self:TaskRunner, targs:TrainingArgs) -> dict:
     a = self.args
     main = setup_device(targs)[2] == 0  # under torchrun every process joins the group here, whatever it does next
     set_seed(a.seed)  # before the model: every process draws the same new head
-    self.tokenizer, self.model = self.load(a.bert_model)
+    self.tokenizer, self.model = self.load(getattr(a, "bert_model", None))  # None: a task that builds its own
     if hasattr(self.model, "loading_report"): logger.info(str(self.model.loading_report))
     res = dict(train=None, eval=None, test=None, progress={}, model=self.model)
     self.progress = None  # global_step and the training loss, once trained

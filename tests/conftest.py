@@ -35,12 +35,5 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory, vocab_path):
     "A random 2-layer BERT (hidden 32) over the real bert-base-uncased vocabulary, as a folder any `--bert_model` reads."
-    import shutil
-    from bert_nb import BertConfig, BertForPreTraining
-    d = tmp_path_factory.mktemp("tiny_bert")
-    torch.manual_seed(0)
-    cfg = BertConfig(30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                     max_position_embeddings=128)
-    BertForPreTraining(cfg).save_pretrained(d)
-    shutil.copy(vocab_path, d / "vocab.txt")
-    return d
+    from bert_nb.heads import BertForPreTraining, save_tiny_bert
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), vocab_path, BertForPreTraining, max_position_embeddings=128)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bert_nb import BasicTokenizer, BertConfig, BertModel, BertTokenizer, BertForSequenceClassification
+from bert_nb.heads import save_tiny_bert
+from bert_nb import BasicTokenizer, BertTokenizer, BertForSequenceClassification
 from bert_nb.demo import DEMO_DATA_DIR, add_demo_arguments, demo
 from bert_nb.glue import (InputExample, InputFeatures, _truncate_seq_pair, add_run_classifier_arguments,
                           compute_metrics, convert_examples_to_features, f1_score, get_processor, matthews_corrcoef,
@@ -93,11 +94,8 @@ def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny")
     words = sorted({w for rows in FIXTURES.values() for t in rows.values() for w in BasicTokenizer().tokenize(t)})
     (d / "vocab.txt").write_text("".join(t + "\n" for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
-    torch.manual_seed(0)
-    cfg = BertConfig(5 + len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                     max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    BertModel(cfg).save_pretrained(d)
-    return d
+    return save_tiny_bert(d, d / "vocab.txt", intermediate_size=37, hidden_dropout_prob=0.0,
+                          attention_probs_dropout_prob=0.0)
 
 
 PARSER = add_run_classifier_arguments(argparse.ArgumentParser())

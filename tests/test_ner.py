@@ -1,18 +1,17 @@
 """`bert_nb run_ner`: the CoNLL reader (and its errors, with file and line), entity-level scores as seqeval computes
 them (hand-computed cases; against seqeval itself when it is installed), first-piece labels, and the command end to
 end."""
-import argparse, contextlib, io, json, random, shutil
-from pathlib import Path
+import contextlib, io, json, random, shutil
 
 import pytest
 import torch
 
+from bert_nb.heads import save_tiny_bert
 from bert_nb.cli import main
 from bert_nb.config import BertConfig
 from bert_nb.heads import BertForTokenClassification
 from bert_nb.hub import minilm_dir
-from bert_nb.modeling import BertModel
-from bert_nb.ner import (CONLL2003_LABELS, NER_SAMPLE_DIR, NerExample, add_ner_arguments, entity_scores, get_entities,
+from bert_nb.ner import (CONLL2003_LABELS, NER_SAMPLE_DIR, NerExample, entity_scores, get_entities,
                          ner_features, ner_metrics, read_conll, read_label_list, word_predictions)
 from bert_nb.tokenization import BertTokenizer
 
@@ -23,12 +22,7 @@ def tok(): return BertTokenizer(minilm_dir() / "vocab.txt")
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    BertModel(BertConfig(30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                         max_position_embeddings=64)).save_pretrained(d)
-    shutil.copy(minilm_dir() / "vocab.txt", d)
-    return d
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny"), minilm_dir() / "vocab.txt")
 
 
 # --- reading ---------------------------------------------------------------------------------------------------

@@ -13,8 +13,7 @@ from bert_nb.config import BertConfig
 from bert_nb.heads import BertForPreTraining
 from bert_nb.hub import minilm_dir
 from bert_nb.pretraining import (PreTrainingObjective, add_run_pretraining_arguments, most_common_token_baseline,
-                                 pretraining_metrics, pretraining_model, predict_masked, run_pretraining,
-                                 run_pretraining_main)
+                                 pretraining_metrics, pretraining_model, predict_masked, run_pretraining)
 from bert_nb.pretraining_data import (PretrainingDataset, add_create_pretraining_data_arguments,
                                       create_pretraining_data, python_docs_documents, write_documents)
 from bert_nb.tokenization import BertTokenizer
@@ -147,8 +146,9 @@ def test_checkpoint_and_resume_equal_one_run(data64, tmp_path):
 
 def test_run_pretraining_refuses_bad_input(data64, tmp_path):
     err = io.StringIO()
-    def run(*argv):
-        with contextlib.redirect_stderr(err): return run_pretraining_main(PARSER.parse_args([str(a) for a in argv]))
+    def run(*argv):  # through the command line, which turns an error into one line and exit status 1
+        from bert_nb.cli import main
+        with contextlib.redirect_stderr(err): return main(["run_pretraining", *[str(a) for a in argv]])
     assert run(*rp_flags(data64, tmp_path / "o")) == 1 and "At least one of `do_train` or `do_eval`" in err.getvalue()
     flags = rp_flags(data64, tmp_path / "o", "--do_train")
     assert run(*[f if f != "64" else "128" for f in flags]) == 1

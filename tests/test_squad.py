@@ -5,9 +5,9 @@ import contextlib, dataclasses, io, json, logging, shutil
 from pathlib import Path
 
 import pytest
-import torch
 
-from bert_nb import BertConfig, BertForQuestionAnswering, BertTokenizer
+from bert_nb.heads import save_tiny_bert
+from bert_nb import BertForQuestionAnswering, BertTokenizer
 from bert_nb import cli
 from bert_nb.squad import (RawResult, SquadExample, SquadFormatError, _span_text, compute_f1,
                            convert_examples_to_features, evaluate_squad, evaluate_v1, evaluate_v2, get_final_text,
@@ -199,13 +199,8 @@ def test_features_cache(tok, data):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, vocab_path):
     "A random 2-layer BERT over the real vocabulary, saved as a folder `run_squad --bert_model` reads."
-    d = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    cfg = BertConfig(30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                     max_position_embeddings=128)
-    BertForQuestionAnswering(cfg).save_pretrained(d)
-    shutil.copy(vocab_path, d / "vocab.txt")
-    return d
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny"), vocab_path, BertForQuestionAnswering,
+                          max_position_embeddings=128)
 
 
 @pytest.mark.parametrize("v2", [False, True], ids=["v1.1", "v2.0"])

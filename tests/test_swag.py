@@ -1,16 +1,15 @@
 """`bert_nb run_swag`: the SWAG reader (and its errors, with file and line), the seed's features, accuracy, and the
 command end to end on the bundled sample with a tiny model."""
 import argparse, contextlib, csv, io, json, shutil
-from pathlib import Path
 
 import pytest
 import torch
 
+from bert_nb.heads import save_tiny_bert
 from bert_nb.cli import main
 from bert_nb.config import BertConfig
 from bert_nb.heads import BertForMultipleChoice
 from bert_nb.hub import minilm_dir
-from bert_nb.modeling import BertModel
 from bert_nb.swag import (SWAG_SAMPLE_DIR, SwagExample, add_swag_arguments, multiple_choice_metrics, read_swag_examples,
                           swag_features)
 from bert_nb.tokenization import BertTokenizer
@@ -25,12 +24,7 @@ def tok(): return BertTokenizer(minilm_dir() / "vocab.txt")
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    BertModel(BertConfig(30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                         max_position_embeddings=64)).save_pretrained(d)
-    shutil.copy(minilm_dir() / "vocab.txt", d)
-    return d
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny"), minilm_dir() / "vocab.txt")
 
 
 def test_sample_is_in_swag_layout():
