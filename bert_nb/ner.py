@@ -19,7 +19,7 @@ from .hub import atomic_write, positive_int, read_utf8
 from .tokenization import BertTokenizer
 from .heads import BertForTokenClassification
 from .trainer import Trainer, add_training_arguments
-from .tasks import TaskRunner, check_max_seq_length, write_results
+from .tasks import TaskRunner, check_max_seq_length, print_results, write_results
 from fastcore.basics import patch
 
 # %% ../nbs/08b_ner.ipynb #350abb90
@@ -288,6 +288,4 @@ def run_ner(args:argparse.Namespace # parsed `add_ner_arguments` flags
 
 def ner_main(args) -> int:
     "`bert_nb run_ner`: run, print the results."
-    results = run_ner(args)
-    for k in sorted(results): print(f"{k} = {results[k]}")
-    return 0
+    return print_results(run_ner(args))

@@ -17,7 +17,7 @@ from .tokenization import BertTokenizer
 from .config import BertConfig
 from .heads import BertForPreTraining
 from .trainer import Trainer, add_training_arguments
-from .tasks import TaskRunner
+from .tasks import TaskRunner, print_results
 from .pretraining_data import PretrainingDataset, _input_files, vocab_copy
 from fastcore.basics import patch
 
@@ -215,9 +215,7 @@ def run_pretraining(args:argparse.Namespace # parsed `add_run_pretraining_argume
 # %% ../nbs/10b_pretraining.ipynb #cb2d6dd7
 def run_pretraining_main(args:argparse.Namespace) -> int:
     "`bert_nb run_pretraining`: run, print the results."
-    results = run_pretraining(args)
-    for k in sorted(results): print(f"{k} = {results[k]}")
-    return 0
+    return print_results(run_pretraining(args))
 
 # %% ../nbs/10b_pretraining.ipynb #ef97b972
 def plot_pretraining(output_dir, # a run_pretraining output folder (its metrics.jsonl)

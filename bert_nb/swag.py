@@ -18,7 +18,7 @@ from .hub import positive_int, read_utf8
 from .tokenization import BertTokenizer
 from .heads import BertForMultipleChoice
 from .trainer import Trainer, add_training_arguments
-from .tasks import TaskRunner, check_max_seq_length
+from .tasks import TaskRunner, check_max_seq_length, print_results
 
 # %% ../nbs/08_swag.ipynb #ff7e7ead
 # train.csv (40 rows) and val.csv (20): SWAG's layout, our sentences
@@ -157,6 +157,4 @@ def run_swag(args:argparse.Namespace # parsed `add_swag_arguments` flags
 
 def swag_main(args) -> int:
     "`bert_nb run_swag`: run, print the results."
-    results = run_swag(args)
-    for k in sorted(results): print(f"{k} = {results[k]}")
-    return 0
+    return print_results(run_swag(args))
