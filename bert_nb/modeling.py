@@ -196,17 +196,24 @@ class BertPooler(nn.Module):
 class Packing:
     "Where the real tokens of a padded (B, T) batch are: `pack` gathers them into N rows, `pad` scatters them back."
     def __init__(self, attention_mask):  # (B, T): 1 for a real token, 0 for padding
-        self.B, self.T = attention_mask.shape
-        self.rows = attention_mask.flatten().nonzero().squeeze(1)  # (N,): positions in the B*T grid
+        self.B, self.length = attention_mask.shape
+        self.width = int(attention_mask.any(0).nonzero().max()) + 1  # the last column with a real token, plus one
+        self.T = self.width  # the grid attention runs on: no column that is padding in every row
+        self.rows = attention_mask[:, :self.width].flatten().nonzero().squeeze(1)  # (N,): positions in the B*T grid
 
     def pack(self, x):
         "(B, T, ...) -> (N, ...): the real tokens."
-        return x.flatten(0, 1).index_select(0, self.rows)
+        return x[:, :self.T].flatten(0, 1).index_select(0, self.rows)
 
     def pad(self, x):
         "(N, ...) -> (B, T, ...): the real tokens in their places, zeros at padding."
         grid = x.new_zeros(self.B * self.T, *x.shape[1:])
         return grid.index_copy(0, self.rows, x).view(self.B, self.T, *x.shape[1:])
+
+    def full(self, x):
+        "(B, T, ...) -> (B, length, ...): the columns cut off as padding in every row back, as zeros."
+        if self.length == self.T: return x
+        return torch.cat([x, x.new_zeros(self.B, self.length - self.T, *x.shape[2:])], 1)
 
 # %% ../nbs/02_model.ipynb #9658a39f
 logger = logging.getLogger(__name__)
@@ -307,9 +314,13 @@ class BertModel(BertPreTrainedModel):
             # (B, 1, 1, T), pytorch-pretrained-bert's additive mask
             mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * -10000.0
         pack = Packing(attention_mask) if mask is not None and self.unpad and not output_attentions else None
+        if pack is not None and pack.width < input_ids.size(1):  # columns that are padding in every row: cut them
+            input_ids, mask = input_ids[:, :pack.width], mask[..., :pack.width]
+            if token_type_ids is not None: token_type_ids = token_type_ids[:, :pack.width]
         x = self.embeddings(input_ids, token_type_ids, pack)                        # (B, T, H), or (N, H) packed
         out = self.encoder(x, mask, output_all_encoded_layers, output_attentions, pack)
         layers, probs = out if output_attentions else (out, None)
+        if pack is not None: layers = [pack.full(h) for h in layers]                # (B, T, H) as the input was
         pooled = self.pooler(layers[-1])                                            # (B, H)
         if not output_all_encoded_layers: layers = layers[-1]
         return (layers, pooled, probs) if output_attentions else (layers, pooled)

@@ -150,14 +150,15 @@ class BertAdam(Optimizer):
                  b2=0.999,  # decay of the squared-gradient average $v$
                  e=1e-6,  # $\epsilon$ added to $\sqrt{v}$
                  weight_decay=0.01,  # decoupled weight decay $\lambda$
-                 max_grad_norm=1.0):  # clip each parameter's gradient to this L2 norm; -1: no clipping
+                 max_grad_norm=1.0,  # clip each parameter's gradient to this L2 norm; -1: no clipping
+                 foreach=None):  # update all tensors at once (`torch._foreach_*`); None: on a GPU, not on a CPU
         if lr is not required and not lr >= 0.0: raise ValueError(f"lr={lr!r}: the learning rate should be >= 0")
         if not 0.0 <= b1 < 1.0: raise ValueError(f"b1={b1!r} should be in [0, 1)")
         if not 0.0 <= b2 < 1.0: raise ValueError(f"b2={b2!r} should be in [0, 1)")
         if not e >= 0.0: raise ValueError(f"e={e!r}: epsilon should be >= 0")
         if not weight_decay >= 0.0: raise ValueError(f"weight_decay={weight_decay!r} should be >= 0")
         defaults = dict(lr=lr, schedule=_schedule(schedule, warmup, t_total), b1=b1, b2=b2, e=e,
-                        weight_decay=weight_decay, max_grad_norm=max_grad_norm)
+                        weight_decay=weight_decay, max_grad_norm=max_grad_norm, foreach=foreach)
         super().__init__(params, defaults)
 
 # %% ../nbs/04_optimizer.ipynb #ae96cbf6
@@ -173,6 +174,27 @@ def get_lr(self:BertAdam):
     return lr
 
 # %% ../nbs/04_optimizer.ipynb #9f2859f4
+def _params(self, group):
+    "The group's parameters that have a gradient, their state created on first use."
+    ps = [p for p in group['params'] if p.grad is not None]
+    for p in ps:
+        if p.grad.is_sparse: raise RuntimeError("BertAdam does not support sparse gradients; use torch.optim.SparseAdam")
+        if len(self.state[p]) == 0: self.state[p].update(step=0, next_m=torch.zeros_like(p), next_v=torch.zeros_like(p))
+    return ps
+
+def _update_one(self, group, p):
+    "The update of one tensor: pytorch-pretrained-bert's loop body."
+    state = self.state[p]
+    m, v, grad = state['next_m'], state['next_v'], p.grad
+    if group['max_grad_norm'] > 0: clip_grad_norm_(p, group['max_grad_norm'])  # this tensor alone
+    m.mul_(group['b1']).add_(grad, alpha=1 - group['b1'])
+    v.mul_(group['b2']).addcmul_(grad, grad, value=1 - group['b2'])
+    update = m / (v.sqrt() + group['e'])  # no bias correction
+    if group['weight_decay'] > 0.0: update += group['weight_decay'] * p  # decoupled weight decay
+    lr_scheduled = group['lr'] * group['schedule'].get_lr(state['step'])
+    p.sub_(lr_scheduled * update)
+    state['step'] += 1
+
 @patch
 def step(self:BertAdam,
          closure=None):  # optional function that recomputes the loss (and gradients) and returns the loss
@@ -182,23 +204,34 @@ def step(self:BertAdam,
         if closure is not None:
             with torch.enable_grad(): loss = closure()
         for group in self.param_groups:
-            for p in group['params']:
-                if p.grad is None: continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("BertAdam does not support sparse gradients; use torch.optim.SparseAdam")
-                state = self.state[p]
-                if len(state) == 0: state.update(step=0, next_m=torch.zeros_like(p), next_v=torch.zeros_like(p))
-                m, v, grad = state['next_m'], state['next_v'], p.grad
-                # this tensor alone, as pytorch-pretrained-bert
-                if group['max_grad_norm'] > 0: clip_grad_norm_(p, group['max_grad_norm'])
-                m.mul_(group['b1']).add_(grad, alpha=1 - group['b1'])
-                v.mul_(group['b2']).addcmul_(grad, grad, value=1 - group['b2'])
-                update = m / (v.sqrt() + group['e'])  # no bias correction
-                if group['weight_decay'] > 0.0: update += group['weight_decay'] * p  # decoupled weight decay
-                lr_scheduled = group['lr'] * group['schedule'].get_lr(state['step'])
-                p.sub_(lr_scheduled * update)
-                state['step'] += 1
+            ps = _params(self, group)
+            foreach = group.get('foreach')
+            if foreach is None: foreach = bool(ps) and ps[0].is_cuda
+            if foreach: _update_all(self, group, ps)
+            else:
+                for p in ps: _update_one(self, group, p)
         return loss
+
+# %% ../nbs/04_optimizer.ipynb #1b791f8f
+def _update_all(self, group, ps):
+    "`_update_one` for every tensor of `group` at once, with multi-tensor operations: the same numbers."
+    st = [self.state[p] for p in ps]
+    ms, vs, grads = [s['next_m'] for s in st], [s['next_v'] for s in st], [p.grad for p in ps]
+    if group['max_grad_norm'] > 0:  # each tensor alone, as clip_grad_norm_ computes it for one tensor
+        norms = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).unsqueeze(1), dim=1)
+        torch._foreach_mul_(grads, list((group['max_grad_norm'] / (norms + 1e-6)).clamp(max=1.0).unbind()))
+    b1, b2 = group['b1'], group['b2']
+    torch._foreach_mul_(ms, b1)
+    torch._foreach_add_(ms, grads, alpha=1 - b1)
+    torch._foreach_mul_(vs, b2)
+    torch._foreach_addcmul_(vs, grads, grads, value=1 - b2)
+    denom = torch._foreach_sqrt(vs)
+    torch._foreach_add_(denom, group['e'])
+    update = torch._foreach_div(ms, denom)
+    if group['weight_decay'] > 0.0: torch._foreach_add_(update, torch._foreach_mul(ps, group['weight_decay']))
+    torch._foreach_mul_(update, [group['lr'] * group['schedule'].get_lr(s['step']) for s in st])
+    torch._foreach_sub_(ps, update)
+    for s in st: s['step'] += 1
 
 # %% ../nbs/04_optimizer.ipynb #1ab53045
 def no_decay_groups(model,  # any `nn.Module`

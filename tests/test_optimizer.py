@@ -242,3 +242,26 @@ def test_lamb_is_registered_where_the_registry_is():
     assert args.optimizer == "lamb"
     opt = ours.OPTIMIZERS["lamb"]([nn.Parameter(torch.ones(2))], argparse.Namespace(learning_rate=0.5))
     assert type(opt) is ours.Lamb is Lamb and opt.defaults["lr"] == 0.5
+
+
+@pytest.mark.parametrize("schedule", ["warmup_linear", "warmup_cosine", "none"])
+def test_multi_tensor_update_is_the_loop_bit_for_bit(schedule):
+    "BertAdam(foreach=True), the GPU default, gives the per-tensor loop's parameters and state exactly (CPU)."
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Linear(16, 16), nn.LayerNorm(16), nn.Embedding(3, 16), nn.Linear(16, 2))
+    b = copy.deepcopy(a)
+    kw = dict(lr=1e-2, warmup=0.1, t_total=20, schedule=schedule, max_grad_norm=0.5)
+    oa = ours.BertAdam(ours.no_decay_groups(a), foreach=False, **kw)
+    ob = ours.BertAdam(ours.no_decay_groups(b), foreach=True, **kw)
+    for _ in range(8):
+        x = torch.randn(5, 16)
+        for m, o in ((a, oa), (b, ob)):
+            (m[3](m[1](m[0](x))) * 3).square().sum().backward()
+            o.step()
+            o.zero_grad()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    for p, q in zip(a.parameters(), b.parameters()):
+        sa, sb = oa.state[p], ob.state[q]  # the embedding, unused, has no gradient and no state in either
+        assert bool(sa) == bool(sb)
+        if not sa: continue
+        assert sa["step"] == sb["step"] and torch.equal(sa["next_m"], sb["next_m"]) and torch.equal(sa["next_v"], sb["next_v"])
