@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TrainingArgs', 'add_training_arguments', 'setup_device', 'set_seed', 'rng_state', 'set_rng_state', 'StaticLossScaler',
-           'latest_checkpoint', 'check_state_dict', 'plot_metrics', 'Trainer']
+           'latest_checkpoint', 'check_state_dict', 'plot_metrics', 'example_lengths', 'Trainer']
 
 # %% ../nbs/04a_trainer.ipynb #e3a9d356
 import argparse, contextlib, csv, itertools, json, logging, math, os, random, shutil, signal, threading
@@ -54,6 +54,7 @@ class TrainingArgs:
     num_workers: int = 0  # DataLoader worker processes
     overwrite_output_dir: bool = False  # train into a non-empty output_dir, clearing last run's checkpoints, metrics
     save_total_limit: int = 0  # keep only the newest this many checkpoints; 0: all
+    group_by_length: bool = False  # train on batches of similar length (each epoch still sees every example once)
     ddp_find_unused_parameters: bool = False  # for models whose loss leaves parameters unused (SQuAD: BERT's pooler)
 
     @classmethod
@@ -256,10 +257,26 @@ def plot_metrics(output_dir, fname="loss_curve.png") -> Path:
     return path
 
 # %% ../nbs/04a_trainer.ipynb #3f85b72d
+def example_lengths(dataset) -> list:
+    "Tokens per example (the non-zero ids of its first tensor), or None when the dataset does not say."
+    if isinstance(dataset, torch.utils.data.Subset):
+        full = example_lengths(dataset.dataset)
+        return None if full is None else [full[i] for i in dataset.indices]
+    t = (getattr(dataset, "tensors", None) or (None,))[0]
+    if t is None or t.is_floating_point() or t.dim() < 2: return None
+    return t.ne(0).flatten(1).sum(1).tolist()
+
 class _EpochSampler(DistributedSampler):
-    "A `DistributedSampler` that starts `skip` examples into the epoch (to resume mid-epoch)."
-    skip = 0
-    def __iter__(self): return itertools.islice(super().__iter__(), self.skip, None)
+    "A `DistributedSampler` that starts `skip` examples into the epoch (to resume mid-epoch), and may group by length."
+    skip, lengths, group = 0, None, 1
+
+    def __iter__(self):
+        order = list(super().__iter__())  # this epoch's shuffled examples (this process's share)
+        if self.lengths is not None:  # within each run of `group` examples, the longest first: batches of like length
+            n, by_len = self.group, lambda i: -self.lengths[i]
+            order = [i for k in range(0, len(order), n) for i in sorted(order[k:k + n], key=by_len)]
+        return itertools.islice(order, self.skip, None)
+
     def __len__(self): return super().__len__() - self.skip
 
 # %% ../nbs/04a_trainer.ipynb #695e074b
@@ -371,6 +388,10 @@ def _setup_training(self:Trainer, ckpt):
     a, k = self.args, self.args.gradient_accumulation_steps
     sampler = _EpochSampler(self.train_dataset, num_replicas=self.world_size, rank=self.rank, shuffle=True,
                             seed=a.seed)
+    if a.group_by_length:  # shuffled, then sorted within runs of 50 batches: less padding, as transformers does
+        sampler.lengths, sampler.group = example_lengths(self.train_dataset), 50 * (a.train_batch_size // k)
+        if sampler.lengths is None: _logger.warning("group_by_length: the training set does not say how long its "
+                                                    "examples are (a TensorDataset of token ids does); not grouped")
     loader = DataLoader(self.train_dataset, batch_size=a.train_batch_size // k, sampler=sampler,
                         collate_fn=self.collate_fn, num_workers=a.num_workers, generator=torch.Generator(),
                         pin_memory=self.device.type == "cuda")
@@ -596,6 +617,12 @@ def train(self:Trainer) -> dict:
         return self._train()
 
 # %% ../nbs/04a_trainer.ipynb #e1b71325
+def _unsort(x, order):
+    "Outputs computed in `order` (a permutation of the dataset) put back in dataset order."
+    inv = torch.empty(len(order), dtype=torch.long)
+    inv[torch.as_tensor(order)] = torch.arange(len(order))
+    return _map(lambda t: t[inv] if t.dim() and len(t) == len(order) else t, x)
+
 @patch
 @torch.no_grad()
 def evaluate(self:Trainer, dataset=None) -> dict:
@@ -605,7 +632,9 @@ def evaluate(self:Trainer, dataset=None) -> dict:
     if ds is None:
         raise ValueError("evaluate() needs an eval_dataset (Trainer(..., eval_dataset=...)) or a dataset argument")
     if not self.is_main: return {}
-    loader = DataLoader(ds, batch_size=self.args.eval_batch_size, shuffle=False, collate_fn=self.collate_fn,
+    lengths = example_lengths(ds)  # longest first: batches of like length, each padded the least
+    order = sorted(range(len(ds)), key=lambda i: -lengths[i]) if lengths is not None else list(range(len(ds)))
+    loader = DataLoader(ds, batch_size=self.args.eval_batch_size, sampler=order, collate_fn=self.collate_fn,
                         num_workers=self.args.num_workers, generator=torch.Generator())
     was_training = self.model.training
     self.model.eval()
@@ -623,5 +652,6 @@ def evaluate(self:Trainer, dataset=None) -> dict:
     self.model.train(was_training)
     res = dict(eval_loss=loss_sum / n) if n else {}
     if self.compute_metrics is not None:
-        res.update({f"eval_{k}": v for k, v in self.compute_metrics(_concat(outs), _concat(batches)).items()})
+        outs, batches = _unsort(_concat(outs), order), _unsort(_concat(batches), order)
+        res.update({f"eval_{k}": v for k, v in self.compute_metrics(outs, batches).items()})
     return res

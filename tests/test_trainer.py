@@ -306,3 +306,59 @@ def test_fp16_dynamic_scaling_runs_on_cpu(tmp_path):
     scale = torch.load(Path(res["checkpoint"]) / "scaler.pt")["scale"]
     assert 0 < scale < 65536  # the first steps overflowed at 2**16 and were skipped ...
     assert tr.scheduler.last_epoch < 24  # ... without advancing the learning-rate schedule
+
+
+def _lengths_data(n=48, T=12, seed=0):
+    "Token-id rows with zero padding after a random length, and a target: a dataset whose examples differ in length."
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, T + 1, (n,), generator=g)
+    ids = torch.randint(1, 50, (n, T), generator=g) * (torch.arange(T) < lengths[:, None])
+    return TensorDataset(ids, torch.randn(n, generator=g)), lengths
+
+
+class LenModel(nn.Module):
+    "Mean of embedded real tokens -> a number; MSE loss; records the widest row of every batch it sees."
+    def __init__(self):
+        super().__init__()
+        self.emb, self.out, self.seen = nn.Embedding(50, 8), nn.Linear(8, 1), []
+    def forward(self, ids, y):
+        self.seen.append(ids.ne(0).sum(1).tolist())
+        h = self.emb(ids).sum(1) / ids.ne(0).sum(1, keepdim=True)
+        return F.mse_loss(self.out(h).squeeze(-1), y)
+
+
+def test_group_by_length_sees_every_example_and_resumes_exactly(tmp_path):
+    data, lengths = _lengths_data()
+    torch.manual_seed(0)
+    m = LenModel()
+    Trainer(m, targs(tmp_path, "g", train_batch_size=4, num_train_epochs=1, group_by_length=True), data).train()
+    seen = m.seen
+    assert sorted(x for b in seen for x in b) == sorted(lengths.tolist())  # every example once
+    assert all(b == sorted(b, reverse=True) for b in seen)  # within a batch, longest first
+    spread = lambda batches: sum(max(b) - min(b) for b in batches)
+    assert spread(seen) < spread([lengths[i:i + 4].tolist() for i in range(0, 48, 4)]) / 2  # batches of like length
+    kw = dict(train_batch_size=4, num_train_epochs=2, group_by_length=True, logging_steps=1)
+    torch.manual_seed(0)
+    full = LenModel()
+    Trainer(full, targs(tmp_path, "full", **kw), data).train()
+    torch.manual_seed(0)
+    cut = LenModel()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cut, targs(tmp_path, "cut", **kw), data,
+                callbacks=[lambda tr: (_ for _ in ()).throw(KeyboardInterrupt) if tr.state["step"] == 7 else None]).train()
+    torch.manual_seed(1)
+    resumed = LenModel()
+    Trainer(resumed, targs(tmp_path, "cut", resume_from="latest", **kw), data).train()
+    assert torch.equal(params(resumed), params(full)) and read_metrics(tmp_path / "cut") == read_metrics(tmp_path / "full")
+
+
+def test_evaluation_runs_longest_first_and_returns_dataset_order(tmp_path):
+    data, lengths = _lengths_data(n=20)
+    torch.manual_seed(0)
+    m, got = LenModel(), {}
+    def metrics(outs, batches):
+        got["ids"] = batches[0]
+        return {}
+    Trainer(m, targs(tmp_path, "e", eval_batch_size=6), eval_dataset=data, compute_metrics=metrics).evaluate()
+    assert torch.equal(got["ids"], data.tensors[0])  # the batches handed to compute_metrics: dataset order
+    assert [max(b) for b in m.seen] == sorted((max(b) for b in m.seen), reverse=True)  # computed longest first
