@@ -18,6 +18,7 @@ help:
 	@echo "make test   - install test + TensorFlow extras, check notebooks, run every test"
 	@echo "make docs   - build the documentation website offline into _site/"
 	@echo "make export - nbdev_export + nbdev_clean (after editing a notebook)"
+	@echo "make gpu-check - on a CUDA machine: the GPU tests and notebook cells, the real-batch benchmark (bf16, fp16)"
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,4 +51,7 @@ export: $(VENV)/.test.stamp
 	$(VENV)/bin/nbdev_export
 	$(VENV)/bin/nbdev_clean
 
-.PHONY: help demo test docs export chromium
+gpu-check: $(VENV)/.test.stamp
+	$(VPY) benchmarks/gpu_check.py
+
+.PHONY: help demo test docs export chromium gpu-check

@@ -18,6 +18,16 @@ machine, mostly spent starting four Python processes and importing torch and tra
   4. bf16: `torch.autocast('cpu', dtype=torch.bfloat16)` against fp32, for bert_nb and transformers:
      speed ratio, and max abs / mean abs / relative (norm) error of the last hidden state. Without native
      bf16 (see 1.) a forward takes ~20 s at 8 x 128, so this part then takes at most 3 repeats.
+  5. real: batches as real data makes them, padded to their longest member: MRPC-like pairs (lengths
+     ~N(52, 16) in 16..128; inference batch 32, training batch 16) and SQuAD-like windows of 384 (85%
+     full, the rest 150..384; inference batch 8, training batch 4, smaller than on a GPU to fit CPU time).
+     Peers: bert_nb's default path (skips the padding), bert_nb's padded path (`set_unpad(False)`),
+     transformers (sdpa) and pytorch-pretrained-bert; printed with the real-token fraction and the
+     ceiling of the speed-up (1 / that fraction). Outputs are compared at real tokens;
+  6. end-to-end: `bert_nb run_classifier` on the bundled paraphrase set (all-MiniLM-L6-v2, 640 train and
+     160 dev pairs, max_seq_length 128, batch 16, one epoch) against pytorch-pretrained-bert's way of
+     running the same job (every example padded to max_seq_length: tests/seed_style/paraphrase_classifier.py
+     on the pytorch_pretrained_bert package itself); examples per second, training and evaluation.
 Peers are timed in turns (round-robin, so a noisy moment hits all alike), each after one warm-up call,
 with garbage collection off while timed (as timeit); reported times are medians of `--repeats`.
 Ratios are peer time / bert_nb time: above 1 means bert_nb is faster.
@@ -118,7 +128,8 @@ def bench_inference(s, shapes, pad, repeats, gflops_ref):
             torch.manual_seed(1)
             ids, tt, mask = inputs(B, T, s["vocab_size"], pad_rows, pad)
             ref = call("bert_nb", models["bert_nb"], ids, tt, mask)
-            diff = {p: (call(p, models[p], ids, tt, mask) - ref).abs().max().item() for p in peers}
+            real = mask.bool()  # padding positions hold nothing to compare (bert_nb leaves zeros there)
+            diff = {p: (call(p, models[p], ids, tt, mask) - ref)[real].abs().max().item() for p in peers}
             t = round_robin({p: (lambda p=p: call(p, models[p], ids, tt, mask)) for p in peers}, repeats)
             label = f"{B}x{T}" + (f" pad{pad_rows}x{pad}" if pad_rows else "")
             for p in peers:
@@ -200,11 +211,131 @@ def bench_bf16(s, shape, repeats):
     return rows
 
 
+REAL = ("bert_nb", "bert_nb padded", "transformers", "pytorch-pretrained-bert")
+
+
+def real_lengths(kind, B, g, quick=False):
+    "Token counts of B examples: MRPC-like sentence pairs or SQuAD-like 384-token windows."
+    if kind == "mrpc":
+        lo, hi = (4, 32) if quick else (16, 128)
+        return (torch.randn(B, generator=g) * (4 if quick else 16) + (13 if quick else 52)).round().clamp(lo, hi).long()
+    T = 64 if quick else 384
+    full = torch.rand(B, generator=g) < 0.85
+    return torch.where(full, torch.full((B,), T), torch.randint(T * 2 // 5, T + 1, (B,), generator=g))
+
+
+def real_batch(kind, B, vocab, seed, quick=False):
+    "ids, token types, mask of a batch padded to its longest member, and the real-token fraction."
+    g = torch.Generator().manual_seed(seed)
+    lengths = real_lengths(kind, B, g, quick)
+    T = int(lengths.max())
+    mask = (torch.arange(T) < lengths[:, None]).long()
+    ids = torch.randint(1, vocab, (B, T), generator=g) * mask
+    tt = ((torch.arange(T) >= lengths[:, None] // 2) & (mask == 1)).long()
+    return ids, tt, mask, mask.float().mean().item()
+
+
+def real_models(s, head=False):
+    "The peers of the real-batch runs: bert_nb's default path and its padded path hold the same weights."
+    models = load_all(s, head)
+    padded = build("bert_nb", s, head)
+    padded.load_state_dict(models["bert_nb"].state_dict())
+    models["bert_nb padded"] = padded.set_unpad(False).eval()
+    return {p: models[p] for p in REAL}
+
+
+def bench_real(s, repeats, quick):
+    "Inference and training steps on batches padded as real data pads them."
+    peer_of = lambda p: "bert_nb" if p.startswith("bert_nb") else p
+    rows, models = [], real_models(s)
+    print(f"\n== real batches, fp32, median of {repeats}; ratio = peer / bert_nb (default) ==")
+    print(f"  {'batch':30s} {'peer':24s} {'real':>5s} {'ceiling':>7s} {'max|diff|':>10s} {'seconds':>8s} {'ratio':>6s}")
+    cases = [("MRPC-like inference", "mrpc", 8 if quick else 32), ("SQuAD-like inference", "squad", 2 if quick else 8)]
+    with torch.inference_mode():
+        for name, kind, B in cases:
+            ids, tt, mask, frac = real_batch(kind, B, s["vocab_size"], 5, quick)
+            ref = call("bert_nb", models["bert_nb padded"], ids, tt, mask)
+            real = mask.bool()
+            diff = {p: (call(peer_of(p), m, ids, tt, mask) - ref)[real].abs().max().item() for p, m in models.items()}
+            t = round_robin({p: (lambda p=p: call(peer_of(p), models[p], ids, tt, mask)) for p in REAL}, repeats)
+            for p in REAL:
+                rows.append(dict(batch=f"{name} {B}x{ids.size(1)}", peer=p, real_fraction=frac, ceiling=1 / frac,
+                                 max_abs_diff_real=diff[p], seconds=t[p], ratio=t[p] / t["bert_nb"]))
+                print(f"  {rows[-1]['batch']:30s} {p:24s} {frac:5.2f} {1 / frac:7.2f} {diff[p]:10.1e} {t[p]:8.3f} "
+                      f"{t[p] / t['bert_nb']:6.2f}")
+    del models
+    heads = {p: m.train() for p, m in real_models(s, head=True).items()}
+    opts = {p: torch.optim.AdamW(m.parameters(), lr=1e-5) for p, m in heads.items()}
+    for name, kind, B in [("MRPC-like train step", "mrpc", 4 if quick else 16), ("SQuAD-like train step", "squad", 2 if quick else 4)]:
+        ids, tt, mask, frac = real_batch(kind, B, s["vocab_size"], 6, quick)
+        batch = (ids, tt, mask, torch.randint(0, 2, (B,)))
+        t = round_robin({p: (lambda p=p: train_step(peer_of(p), heads[p], opts[p], batch)) for p in REAL}, repeats)
+        for p in REAL:
+            rows.append(dict(batch=f"{name} {B}x{ids.size(1)}", peer=p, real_fraction=frac, ceiling=1 / frac,
+                             seconds=t[p], ratio=t[p] / t["bert_nb"]))
+            print(f"  {rows[-1]['batch']:30s} {p:24s} {frac:5.2f} {1 / frac:7.2f} {'':>10s} {t[p]:8.3f} {t[p] / t['bert_nb']:6.2f}")
+    return rows
+
+
+def bench_end_to_end():
+    "bert_nb run_classifier vs pytorch-pretrained-bert's way (pad to max_seq_length) on the paraphrase set."
+    import json as js, shutil, tempfile
+    from pathlib import Path
+    from safetensors.torch import load_file
+    from bert_nb import glue, trainer
+    root, work = Path(__file__).resolve().parents[1], Path(tempfile.mkdtemp())
+    mini, data = bert_nb.minilm_dir(), root / "bert_nb" / "data" / "paraphrase_demo"
+    seed_model = work / "minilm_bin"  # pytorch-pretrained-bert reads pytorch_model.bin with `bert.` names
+    seed_model.mkdir()
+    sd = {f"bert.{k}": v for k, v in load_file(mini / "model.safetensors").items() if not k.endswith("position_ids")}
+    torch.save(sd, seed_model / "pytorch_model.bin")
+    for f in ("config.json", "vocab.txt"): shutil.copy(mini / f, seed_model / f)
+    script = (root / "tests" / "seed_style" / "paraphrase_classifier.py").read_text()
+    (work / "seed_way.py").write_text(script.replace("bert_nb", "pytorch_pretrained_bert"))
+    common = ["--do_train", "--do_eval", "--do_lower_case", "--max_seq_length", "128", "--train_batch_size", "16",
+              "--eval_batch_size", "16", "--num_train_epochs", "1", "--learning_rate", "5e-5"]
+    # bert_nb: the command's own function, its training and evaluation loops timed where they run
+    spent = {"train": 0.0, "eval": 0.0}
+    def timing(name, fn):
+        def wrapped(*a, **kw):
+            t = time.perf_counter()
+            try: return fn(*a, **kw)
+            finally: spent[name] += time.perf_counter() - t
+        return wrapped
+    train, evaluate = trainer.Trainer.train, trainer.Trainer.evaluate
+    trainer.Trainer.train, trainer.Trainer.evaluate = timing("train", train), timing("eval", evaluate)
+    try:
+        ns = glue.add_run_classifier_arguments(argparse.ArgumentParser()).parse_args(
+            ["--task_name", "mrpc", "--data_dir", str(data), "--bert_model", str(mini), "--output_dir", str(work / "ours"),
+             "--no_progress", "--no_plot", *common])
+        ours = glue.run_classifier(ns)
+    finally: trainer.Trainer.train, trainer.Trainer.evaluate = train, evaluate
+    r = subprocess.run([sys.executable, str(work / "seed_way.py"), "--data_dir", str(data), "--bert_model", str(seed_model),
+                        "--output_dir", str(work / "seed"), *common], capture_output=True, text=True)
+    if r.returncode: raise RuntimeError(f"pytorch-pretrained-bert's way failed:\n{r.stderr[-2000:]}")
+    theirs = js.loads(r.stdout.splitlines()[-1])
+    n_train, n_dev = 640, 160
+    rows = [dict(run="bert_nb run_classifier", train_s=spent["train"], eval_s=spent["eval"], acc=ours["eval"]["acc"]),
+            dict(run="pytorch-pretrained-bert's way", train_s=theirs["train_seconds"], eval_s=theirs["eval_seconds"],
+                 acc=theirs["acc"])]
+    print(f"\n== end to end: the paraphrase set ({n_train} train, {n_dev} dev pairs), all-MiniLM-L6-v2, "
+          "max_seq_length 128, batch 16, 1 epoch ==")
+    print(f"  {'run':32s} {'train ex/s':>10s} {'eval ex/s':>10s}")
+    for row in rows:
+        row.update(train_examples_per_s=n_train / row["train_s"], eval_examples_per_s=n_dev / row["eval_s"])
+        print(f"  {row['run']:32s} {row['train_examples_per_s']:10.1f} {row['eval_examples_per_s']:10.1f}")
+    print(f"  ratio (bert_nb / pytorch-pretrained-bert's way): training "
+          f"{rows[0]['train_examples_per_s'] / rows[1]['train_examples_per_s']:.2f}x, "
+          f"evaluation {rows[0]['eval_examples_per_s'] / rows[1]['eval_examples_per_s']:.2f}x")
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="tiny model and batches: a smoke run")
-    ap.add_argument("--only", choices=["inference", "train", "bf16", "matmul"])
+    ap.add_argument("--only", choices=["inference", "train", "bf16", "matmul", "real", "e2e"])
     ap.add_argument("--json", help="write the results to this path")
     ap.add_argument("--_peak", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -219,10 +350,12 @@ def main(argv=None):
     run = lambda part: args.only in (None, part)
     res = {"torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads(),
            "native_bf16": native, "config": s, "repeats": args.repeats, "loadavg_start": os.getloadavg()[0]}
-    if args.only != "train": res["matmul"] = bench_matmul(n, args.repeats)
+    if args.only not in ("train", "real", "e2e"): res["matmul"] = bench_matmul(n, args.repeats)
     if run("inference"): res["inference"] = bench_inference(s, shapes, pad, args.repeats, res["matmul"]["fp32"])
     if run("train"): res["train"] = bench_train(s, train_shape, args.repeats, args.quick)
     if run("bf16"): res["bf16"] = bench_bf16(s, shapes[0], args.repeats if native else min(args.repeats, 3))
+    if run("real"): res["real"] = bench_real(s, args.repeats, args.quick)
+    if run("e2e") and not args.quick: res["e2e"] = bench_end_to_end()
     res["loadavg_end"] = os.getloadavg()[0]
     print(f"\nload average (1 min) at the start {res['loadavg_start']:.1f}, at the end {res['loadavg_end']:.1f} "
           f"on {os.cpu_count()} cores: above {os.cpu_count()}, other processes competed for the CPU")

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import time
 
 import numpy as np
 import torch
@@ -97,7 +98,7 @@ def main():
         optimizer = BertAdam(groups, lr=args.learning_rate, warmup=args.warmup_proportion, t_total=t_total)
         warmup_linear = WarmupLinearSchedule(warmup=args.warmup_proportion, t_total=t_total)
         model.train()
-        losses, lrs, global_step = [], [], 0
+        losses, lrs, global_step, started = [], [], 0, time.perf_counter()
         for _ in range(int(args.num_train_epochs)):
             for input_ids, segment_ids, input_mask, label_ids in DataLoader(train, sampler=RandomSampler(train),
                                                                              batch_size=args.train_batch_size):
@@ -108,7 +109,7 @@ def main():
                 optimizer.zero_grad()
                 global_step += 1
                 losses.append(loss.item())
-        result.update(losses=losses, lrs=lrs, global_step=global_step)
+        result.update(losses=losses, lrs=lrs, global_step=global_step, train_seconds=time.perf_counter() - started)
 
         # Save a trained model, its configuration and the vocabulary, then load them back by folder
         model_to_save = model.module if hasattr(model, "module") else model
@@ -124,7 +125,9 @@ def main():
     if args.do_eval:
         dev_pairs = read_pairs(os.path.join(args.data_dir, "dev.tsv"), args.max_examples)
         dev = to_features(dev_pairs, tokenizer, args.max_seq_length)
+        started = time.perf_counter()
         preds, logits, eval_loss = evaluate(model, dev, args.eval_batch_size)
+        result["eval_seconds"] = time.perf_counter() - started
         labels = [label for _, _, label in dev_pairs]
         result.update(acc=float(np.mean(np.array(preds) == np.array(labels))), eval_loss=eval_loss,
                       logits=logits.tolist())
