@@ -151,7 +151,7 @@ class BertAdam(Optimizer):
                  e=1e-6,  # $\epsilon$ added to $\sqrt{v}$
                  weight_decay=0.01,  # decoupled weight decay $\lambda$
                  max_grad_norm=1.0,  # clip each parameter's gradient to this L2 norm; -1: no clipping
-                 foreach=None):  # update all tensors at once (`torch._foreach_*`); None: on a GPU, not on a CPU
+                 foreach=None):  # update all tensors at once (`torch._foreach_*`); None: on a GPU only
         if lr is not required and not lr >= 0.0: raise ValueError(f"lr={lr!r}: the learning rate should be >= 0")
         if not 0.0 <= b1 < 1.0: raise ValueError(f"b1={b1!r} should be in [0, 1)")
         if not 0.0 <= b2 < 1.0: raise ValueError(f"b2={b2!r} should be in [0, 1)")
@@ -178,7 +178,8 @@ def _params(self, group):
     "The group's parameters that have a gradient, their state created on first use."
     ps = [p for p in group['params'] if p.grad is not None]
     for p in ps:
-        if p.grad.is_sparse: raise RuntimeError("BertAdam does not support sparse gradients; use torch.optim.SparseAdam")
+        if p.grad.is_sparse:
+            raise RuntimeError("BertAdam does not support sparse gradients; use torch.optim.SparseAdam")
         if len(self.state[p]) == 0: self.state[p].update(step=0, next_m=torch.zeros_like(p), next_v=torch.zeros_like(p))
     return ps
 
