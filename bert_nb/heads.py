@@ -73,8 +73,13 @@ class BertForPreTraining(BertPreTrainedModel):
         self.cls = BertPreTrainingHeads(config, self.bert.embeddings.word_embeddings.weight)
         self.apply(self.init_bert_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_labels=None,
-                next_sentence_label=None):
+    def forward(self,
+                input_ids,  # (B, T) token ids
+                token_type_ids=None,  # (B, T) 0 for sentence A, 1 for B; zeros when None
+                attention_mask=None,  # (B, T) 1 for tokens, 0 for padding; all ones when None
+                masked_lm_labels=None,  # (B, T) the id of the word to predict; -1 where there is none
+                next_sentence_label=None):  # (B,) 0 when sentence B follows A, 1 when it is random
+        "The sum of both losses given both labels, else `(prediction_scores (B, T, V), seq_relationship_score (B, 2))`."
         seq, pooled = self.bert(input_ids, token_type_ids, attention_mask, output_all_encoded_layers=False)
         scores, nsp = self.cls(seq, pooled)  # (B, T, V), (B, 2)
         if masked_lm_labels is not None and next_sentence_label is not None:
@@ -91,7 +96,12 @@ class BertForMaskedLM(BertPreTrainedModel):
         self.cls = BertOnlyMLMHead(config, self.bert.embeddings.word_embeddings.weight)
         self.apply(self.init_bert_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, masked_lm_labels=None):
+    def forward(self,
+                input_ids,  # (B, T) token ids
+                token_type_ids=None,  # (B, T) 0 for sentence A, 1 for B; zeros when None
+                attention_mask=None,  # (B, T) 1 for tokens, 0 for padding; all ones when None
+                masked_lm_labels=None):  # (B, T) the id of the word to predict; -1 where there is none
+        "The masked-LM loss given `masked_lm_labels`, else `prediction_scores` (B, T, V)."
         seq, _ = self.bert(input_ids, token_type_ids, attention_mask, output_all_encoded_layers=False)
         scores = self.cls(seq)  # (B, T, V)
         if masked_lm_labels is not None:
@@ -106,7 +116,12 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
         self.cls = BertOnlyNSPHead(config)
         self.apply(self.init_bert_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, next_sentence_label=None):
+    def forward(self,
+                input_ids,  # (B, T) token ids
+                token_type_ids=None,  # (B, T) 0 for sentence A, 1 for B; zeros when None
+                attention_mask=None,  # (B, T) 1 for tokens, 0 for padding; all ones when None
+                next_sentence_label=None):  # (B,) 0 when sentence B follows A, 1 when it is random
+        "The next-sentence loss given `next_sentence_label`, else `seq_relationship_score` (B, 2)."
         _, pooled = self.bert(input_ids, token_type_ids, attention_mask, output_all_encoded_layers=False)
         nsp = self.cls(pooled)  # (B, 2)
         if next_sentence_label is not None:
@@ -130,7 +145,12 @@ class BertForSequenceClassification(BertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, num_labels)
         self.apply(self.init_bert_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
+    def forward(self,
+                input_ids,  # (B, T) token ids
+                token_type_ids=None,  # (B, T) 0 for sentence A, 1 for B; zeros when None
+                attention_mask=None,  # (B, T) 1 for tokens, 0 for padding; all ones when None
+                labels=None):  # (B,) class ids in [0, num_labels); floats when num_labels=1 (regression)
+        "The cross-entropy (MSE when `num_labels=1`) given `labels`, else `logits` (B, num_labels)."
         _, pooled = self.bert(input_ids, token_type_ids, attention_mask, output_all_encoded_layers=False)
         logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
         if labels is None: return logits
@@ -148,7 +168,12 @@ class BertForMultipleChoice(BertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.apply(self.init_bert_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
+    def forward(self,
+                input_ids,  # (B, C, T) token ids of each of the C choices
+                token_type_ids=None,  # (B, C, T) 0 for sentence A, 1 for B; zeros when None
+                attention_mask=None,  # (B, C, T) 1 for tokens, 0 for padding; all ones when None
+                labels=None):  # (B,) the index of the right choice
+        "The cross-entropy across choices given `labels`, else `reshaped_logits` (B, C)."
         flat = lambda t: None if t is None else t.view(-1, t.size(-1))  # (B, C, T) -> (B*C, T)
         _, pooled = self.bert(flat(input_ids), flat(token_type_ids), flat(attention_mask),
                               output_all_encoded_layers=False)
@@ -167,7 +192,12 @@ class BertForTokenClassification(BertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, num_labels)
         self.apply(self.init_bert_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
+    def forward(self,
+                input_ids,  # (B, T) token ids
+                token_type_ids=None,  # (B, T) 0 for sentence A, 1 for B; zeros when None
+                attention_mask=None,  # (B, T) 1 for tokens, 0 for padding; all ones when None
+                labels=None):  # (B, T) a class id in [0, num_labels) per token
+        "The cross-entropy over the tokens `attention_mask` keeps given `labels`, else `logits` (B, T, num_labels)."
         seq, _ = self.bert(input_ids, token_type_ids, attention_mask, output_all_encoded_layers=False)
         logits = self.classifier(self.dropout(seq))  # (B, T, num_labels)
         if labels is None: return logits
@@ -186,8 +216,13 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.apply(self.init_bert_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, start_positions=None,
-                end_positions=None):
+    def forward(self,
+                input_ids,  # (B, T) token ids
+                token_type_ids=None,  # (B, T) 0 for sentence A, 1 for B; zeros when None
+                attention_mask=None,  # (B, T) 1 for tokens, 0 for padding; all ones when None
+                start_positions=None,  # (B,) the answer's first token; outside the sequence: ignored
+                end_positions=None):  # (B,) the answer's last token; outside the sequence: ignored
+        "The mean start and end cross-entropy given both positions, else `(start_logits, end_logits)`, (B, T) each."
         seq, _ = self.bert(input_ids, token_type_ids, attention_mask, output_all_encoded_layers=False)
         start_logits, end_logits = self.qa_outputs(seq).split(1, dim=-1)  # (B, T, 1) each
         start_logits, end_logits = start_logits.squeeze(-1), end_logits.squeeze(-1)

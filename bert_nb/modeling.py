@@ -306,6 +306,9 @@ class BertModel(BertPreTrainedModel):
                 attention_mask=None,  # (B, T) 1 for tokens, 0 for padding; all ones when None
                 output_all_encoded_layers=True,  # every layer's output, or only the last
                 output_attentions=False):  # also return each layer's attention probabilities
+        """`(encoded_layers, pooled_output)`: a list of each layer's (B, T, H) output (the last one's alone when
+        `output_all_encoded_layers=False`) and the (B, H) pooled `[CLS]` vector; with `output_attentions`, a third
+        item: each layer's (B, nh, T, T) attention probabilities."""
         _check_inputs(self.config, input_ids, token_type_ids, attention_mask)
         mask = None
         if attention_mask is not None and not bool(attention_mask.all()):  # no padding: no mask at all (faster kernels)
