@@ -142,14 +142,14 @@ class BertAdam(Optimizer):
     "Adam without bias correction, with decoupled weight decay, per-tensor gradient clipping, a learning-rate schedule."
     def __init__(self,
                  params,  # parameters, or parameter groups (dicts that may override any argument below)
-                 lr=required,  # base learning rate, multiplied by the schedule
+                 lr:float=required,  # base learning rate, multiplied by the schedule
                  warmup=-1,  # fraction of `t_total` for the linear warmup; -1: none
                  t_total=-1,  # planned number of optimizer steps; -1: constant learning rate
                  schedule='warmup_linear',  # a name in `SCHEDULES`, or a schedule object (with its own warmup, t_total)
-                 b1=0.9,  # decay of the gradient average $m$
-                 b2=0.999,  # decay of the squared-gradient average $v$
-                 e=1e-6,  # $\epsilon$ added to $\sqrt{v}$
-                 weight_decay=0.01,  # decoupled weight decay $\lambda$
+                 b1=0.9,  # decay of the gradient average m
+                 b2=0.999,  # decay of the squared-gradient average v
+                 e=1e-6,  # epsilon added to sqrt(v)
+                 weight_decay=0.01,  # decoupled weight decay (lambda)
                  max_grad_norm=1.0,  # clip each parameter's gradient to this L2 norm; -1: no clipping
                  foreach=None):  # update all tensors at once (`torch._foreach_*`); None: on a GPU only
         if lr is not required and not lr >= 0.0: raise ValueError(f"lr={lr!r}: the learning rate should be >= 0")
@@ -268,9 +268,9 @@ class Lamb(Optimizer):
     def __init__(self,
                  params,  # parameters, or parameter groups (dicts that may override any argument below)
                  lr:float=1e-3,  # learning rate, times each tensor's trust ratio
-                 betas:tuple=(0.9, 0.999),  # decays of the gradient average $m$ and the squared-gradient average $v$
-                 eps:float=1e-6,  # $\epsilon$ added to $\sqrt{\hat v}$
-                 weight_decay:float=0.01):  # decoupled weight decay $\lambda$
+                 betas:tuple=(0.9, 0.999),  # decays of the gradient average m and the squared-gradient average v
+                 eps:float=1e-6,  # epsilon added to sqrt(v-hat)
+                 weight_decay:float=0.01):  # decoupled weight decay (lambda)
         if lr < 0 or eps < 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"Lamb: invalid lr={lr}, betas={betas} or eps={eps}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
