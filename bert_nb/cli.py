@@ -17,12 +17,17 @@ ORDER = ("run_classifier", "run_squad", "run_swag", "extract_features", "run_ner
          "demo")
 "The order of `bert_nb --help`: pytorch-pretrained-bert's examples, the other tasks, pre-training, tools."
 
-def subcommand(name, help, add_arguments):
-    "Register the decorated `run(args)` as `bert_nb NAME`."
-    def register(run):
-        SUBCOMMANDS[name] = (help, add_arguments, run)
-        return run
-    return register
+def subcommand(name:str, # the subcommand: `bert_nb NAME`
+               help:str, # one line for `bert_nb --help`
+               add_arguments, # adds the subcommand's flags to an `argparse` parser
+               run=None # `run(args)` does the work; None: `subcommand` decorates it
+              ):
+    "Register `run(args)` as `bert_nb NAME`: as a decorator (it returns `run`), or called with `run` (it returns None)."
+    def register(f):
+        SUBCOMMANDS[name] = (help, add_arguments, f)
+        return f
+    if run is None: return register
+    register(run)
 
 def build_parser():
     "The `bert_nb` argument parser with every registered subcommand."
@@ -99,6 +104,7 @@ def _load_tokenizer(args):
 
 @subcommand("tokenize", "Tokenize lines of text into WordPiece tokens or ids.", _tokenize_args)
 def tokenize_cmd(args):
+    "`bert_nb tokenize`: print each input line as word pieces (or ids with `--ids`)."
     tok = _load_tokenizer(args)
     for path in args.input_files or ["-"]:
         for line in utf8_lines(path, "a text file to tokenize"):
@@ -108,44 +114,45 @@ def tokenize_cmd(args):
 # %% ../nbs/99_cli.ipynb #1f14d32a
 from . import squad
 subcommand("run_squad", "Fine-tune BERT for question answering on SQuAD v1.1/v2.0 and write predictions "
-           "(pytorch-pretrained-bert's run_squad.py).", squad.add_squad_arguments)(squad.run_squad_main)
+           "(pytorch-pretrained-bert's run_squad.py).", squad.add_squad_arguments, squad.run_squad_main)
 subcommand("evaluate_squad", "Score SQuAD predictions exactly as the official v1.1 / v2.0 evaluation scripts do.",
-           squad.add_evaluate_arguments)(squad.evaluate_squad_main)
+           squad.add_evaluate_arguments, squad.evaluate_squad_main)
 
 # %% ../nbs/99_cli.ipynb #dda24be8
 from .swag import add_swag_arguments, swag_main
 from .features import add_features_arguments, features_main
 from .ner import add_ner_arguments, ner_main
 subcommand("run_swag", "Fine-tune and evaluate BERT on SWAG (multiple choice), as pytorch-pretrained-bert's "
-           "run_swag.py.", add_swag_arguments)(swag_main)
+           "run_swag.py.", add_swag_arguments, swag_main)
 subcommand("extract_features", "Write BERT's hidden states for lines of text as JSON lines, as Google's "
-           "extract_features.py.", add_features_arguments)(features_main)
+           "extract_features.py.", add_features_arguments, features_main)
 subcommand("run_ner", "Fine-tune, evaluate and predict named entities (CoNLL-2003 files), scored as seqeval.",
-           add_ner_arguments)(ner_main)
+           add_ner_arguments, ner_main)
 
 # %% ../nbs/99_cli.ipynb #429afb94
 from . import glue
 subcommand("run_classifier", "Fine-tune and evaluate BERT on a GLUE task (pytorch-pretrained-bert's "
-           "run_classifier.py and its flags).", glue.add_run_classifier_arguments)(glue.run_classifier_main)
+           "run_classifier.py and its flags).", glue.add_run_classifier_arguments, glue.run_classifier_main)
 
 # %% ../nbs/99_cli.ipynb #41b5fd9c
 from . import pretraining, pretraining_data, vocab
 subcommand("create_pretraining_data", "Make BERT pre-training instances (masked words, sentence pairs) from text, as "
            "Google's create_pretraining_data.py.",
-           pretraining_data.add_create_pretraining_data_arguments)(pretraining_data.create_pretraining_data_main)
+           pretraining_data.add_create_pretraining_data_arguments, pretraining_data.create_pretraining_data_main)
 subcommand("run_pretraining", "Pre-train BERT (masked LM + next sentence) on create_pretraining_data's output, as "
-           "Google's run_pretraining.py.", pretraining.add_run_pretraining_arguments)(pretraining.run_pretraining_main)
+           "Google's run_pretraining.py.", pretraining.add_run_pretraining_arguments, pretraining.run_pretraining_main)
 subcommand("train_vocab", "Learn a WordPiece vocabulary (vocab.txt) from text, for pre-training a new BERT.",
-           vocab.add_train_vocab_arguments)(vocab.train_vocab_main)
+           vocab.add_train_vocab_arguments, vocab.train_vocab_main)
 
 # %% ../nbs/99_cli.ipynb #c84a82f1
 from .demo import add_demo_arguments, demo as run_demo
 @subcommand("demo", "Fine-tune the real all-MiniLM-L6-v2 to tell paraphrases apart (minutes on a CPU); "
                     "print dev accuracy and F1 against the majority class.", add_demo_arguments)
 def demo(args):
+    "`bert_nb demo`: fine-tune all-MiniLM-L6-v2 on the paraphrase demo set; print its dev scores and the majority's."
     run_demo(args)
 
 # %% ../nbs/99_cli.ipynb #c4322aa7
 from .convert import add_convert_arguments, convert_main
 subcommand("convert_tf_checkpoint_to_pytorch", "Convert a Google TensorFlow BERT checkpoint to PyTorch (needs "
-           "TensorFlow: the tf extra).", add_convert_arguments)(convert_main)
+           "TensorFlow: the tf extra).", add_convert_arguments, convert_main)

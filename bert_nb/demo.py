@@ -10,7 +10,7 @@ import argparse, contextlib, logging, shutil, sys, time
 from pathlib import Path
 import numpy as np
 import bert_nb
-from .hub import minilm_dir, positive_float, positive_int
+from .hub import display_path, minilm_dir, positive_float, positive_int
 from .glue import MrpcProcessor, acc_and_f1, add_run_classifier_arguments, read_tsv, run_classifier
 
 # %% ../nbs/06a_demo.ipynb #632b6a7e
@@ -64,10 +64,12 @@ def demo(args) -> dict:
     flags += [] if args.progress else ["--no_progress"]
     ns = add_run_classifier_arguments(argparse.ArgumentParser()).parse_args(flags)
     n_train, n_dev = (len(read_tsv(DEMO_DATA_DIR / f)) - 1 for f in ("train.tsv", "dev.tsv"))
+    shown = {str(p): display_path(p) for p in (DEMO_DATA_DIR, model_dir, out)}  # paths as the reader names them
+    data, model = shown[str(DEMO_DATA_DIR)], shown[str(model_dir)]
     print(f"bert_nb demo: fine-tune a real BERT (all-MiniLM-L6-v2: 6 layers, hidden 384) to tell paraphrases apart\n"
-          f"  data:  {DEMO_DATA_DIR} (MRPC layout, written for bert_nb): {n_train} train, {n_dev} dev pairs\n"
-          f"  model: {model_dir}\n"
-          f"  run:   bert_nb run_classifier {' '.join(flags)}\n", flush=True)
+          f"  data:  {data} (MRPC layout, written for bert_nb): {n_train} train, {n_dev} dev pairs\n"
+          f"  model: {model}\n"
+          f"  run:   bert_nb run_classifier {' '.join(shown.get(f, f) for f in flags)}\n", flush=True)
     with _show_logs("bert_nb.glue", "bert_nb.tasks"): res = run_classifier(ns)  # what run_classifier says as it goes
     # the trainer's resume point: 3x the model's size, not needed here
     for ck in out.glob("checkpoint-*"): shutil.rmtree(ck)
@@ -83,6 +85,6 @@ def demo(args) -> dict:
         print(f"  {e.label} {int(lg.argmax())}  {e.text_a!r}\n       {e.text_b!r}")
     model_files = [f for f in ("config.json", "model.safetensors", "vocab.txt") if (out / f).is_file()]
     others = sorted(f.name for f in out.iterdir() if f.is_file() and f.name not in model_files)
-    print(f"\nwrote {out.resolve()}/:\n  the model: {', '.join(model_files)} "
-          f"(BertForSequenceClassification.from_pretrained({str(out)!r}))\n  {', '.join(others)}")
+    print(f"\nwrote {display_path(out)}/:\n  the model: {', '.join(model_files)} "
+          f"(BertForSequenceClassification.from_pretrained({display_path(out)!r}))\n  {', '.join(others)}")
     return dict(res, baseline=base, seconds=secs)

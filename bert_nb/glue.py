@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
-from .hub import atomic_write, output_files, positive_int, read_utf8
+from .hub import atomic_write, display_path, output_files, positive_int, read_utf8
 from .tokenization import BertTokenizer, _truncated_lengths
 from .heads import BertForSequenceClassification
 from .trainer import Trainer, add_training_arguments
@@ -59,10 +59,18 @@ def read_tsv(path) -> list:
 
 class DataProcessor:
     "Base class for data converters for sequence classification data sets (pytorch-pretrained-bert's interface)."
-    def get_train_examples(self, data_dir): raise NotImplementedError()
-    def get_dev_examples(self, data_dir): raise NotImplementedError()
-    def get_test_examples(self, data_dir): raise NotImplementedError()
-    def get_labels(self): raise NotImplementedError()
+    def get_train_examples(self, data_dir):
+        "The `InputExample`s of the training set in `data_dir`."
+        raise NotImplementedError()
+    def get_dev_examples(self, data_dir):
+        "The `InputExample`s of the dev set in `data_dir`."
+        raise NotImplementedError()
+    def get_test_examples(self, data_dir):
+        "The `InputExample`s of the test set in `data_dir` (no labels)."
+        raise NotImplementedError()
+    def get_labels(self):
+        "The task's labels, in the order of the classifier's outputs."
+        raise NotImplementedError()
 
     @classmethod
     def _read_tsv(cls, input_file, quotechar=None):
@@ -105,7 +113,8 @@ def _check_label(self:GlueProcessor, label, path, lineno):
 def get_examples(self:GlueProcessor, data_dir, split) -> list:
     "The `InputExample`s of `split` ('train', 'dev' or 'test') in `data_dir`."
     path = Path(data_dir) / self.files[split]
-    logger.info(f"LOOKING AT {path}")
+    shown = display_path(path)
+    logger.info(f"LOOKING AT {shown}")
     g, a, b, y = self.columns.get(split, self.columns["train"])
     texts = [c for c in (a, b) if c is not None]
     # a last-column label follows the texts
@@ -114,20 +123,20 @@ def get_examples(self:GlueProcessor, data_dir, split) -> list:
     for n, (lineno, row) in enumerate(read_tsv(path)):
         if n == 0 and self.header[split]: continue
         if len(row) < need:
-            where = (f"{path}, line {lineno}: {len(row)} tab-separated column{'s' * (len(row) != 1)}, "
+            where = (f"{shown}, line {lineno}: {len(row)} tab-separated column{'s' * (len(row) != 1)}, "
                      f"but {self.name} {split} lines have at least {need}")
             if self.skip_malformed:
                 skipped.append(lineno)
                 continue
             label_col = '' if y is None else f', label in column {y}'
             raise ValueError(f"{where} (texts in columns {texts}{label_col}): {chr(9).join(row)[:120]!r}")
-        label = None if y is None else self._check_label(row[y], path, lineno)
+        label = None if y is None else self._check_label(row[y], shown, lineno)
         guid = f"{split}-{lineno - 1 if g is None else row[g]}"
         out.append(InputExample(guid, row[a], None if b is None else row[b], label))
     if skipped:
-        logger.warning(f"{path}: skipped {len(skipped)} malformed line(s) with fewer than {need} columns: "
+        logger.warning(f"{shown}: skipped {len(skipped)} malformed line(s) with fewer than {need} columns: "
                        f"lines {skipped[:10]}")
-    if not out: raise ValueError(f"{path} holds no examples")
+    if not out: raise ValueError(f"{shown} holds no examples")
     return out
 
 # %% ../nbs/06_finetune_glue.ipynb #01b96840
@@ -300,6 +309,7 @@ class WithLogits(nn.Module):
         super().__init__()
         self.model = model
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, labels=None):
+        "`{'logits'}`, and `'loss'` given `labels`; columns that are padding in every row are cut first."
         if attention_mask is not None:  # cut the columns that are padding in every row
             n = int(attention_mask.sum(1).max())
             input_ids, attention_mask = input_ids[:, :n], attention_mask[:, :n]
@@ -473,5 +483,5 @@ def run_classifier_main(args) -> int:
         for k in ("eval", "eval_mm"):
             if k not in res: continue
             print(f"{k}: " + ", ".join(f"{m} = {v:.4f}" for m, v in sorted(res[k].items()) if isinstance(v, float)))
-        print(f"results in {Path(args.output_dir).resolve()}")
+        print(f"results in {display_path(Path(args.output_dir).resolve())}")
     return 0

@@ -25,6 +25,7 @@ class BertPredictionHeadTransform(nn.Module):
         self.LayerNorm = BertLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states):
+        "Dense, activation, LayerNorm on each hidden state: (B, T, H)."
         return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))  # (B, T, H)
 
 class BertLMPredictionHead(nn.Module):
@@ -38,6 +39,7 @@ class BertLMPredictionHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(V))
 
     def forward(self, hidden_states):
+        "Scores of every word of the vocabulary at each position: (B, T, V)."
         return self.decoder(self.transform(hidden_states)) + self.bias  # (B, T, V)
 
 # %% ../nbs/03_heads.ipynb #790ee097
@@ -46,14 +48,18 @@ class BertOnlyMLMHead(nn.Module):
     def __init__(self, config, bert_model_embedding_weights):
         super().__init__()
         self.predictions = BertLMPredictionHead(config, bert_model_embedding_weights)
-    def forward(self, sequence_output): return self.predictions(sequence_output)
+    def forward(self, sequence_output):
+        "Masked-LM scores: (B, T, V)."
+        return self.predictions(sequence_output)
 
 class BertOnlyNSPHead(nn.Module):
     "The next-sentence head alone."
     def __init__(self, config):
         super().__init__()
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
-    def forward(self, pooled_output): return self.seq_relationship(pooled_output)  # (B, 2)
+    def forward(self, pooled_output):
+        "Next-sentence scores from the pooled output: (B, 2)."
+        return self.seq_relationship(pooled_output)  # (B, 2)
 
 class BertPreTrainingHeads(nn.Module):
     "Masked-LM and next-sentence heads together."
@@ -62,6 +68,7 @@ class BertPreTrainingHeads(nn.Module):
         self.predictions = BertLMPredictionHead(config, bert_model_embedding_weights)
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
     def forward(self, sequence_output, pooled_output):
+        "Masked-LM scores (B, T, V) and next-sentence scores (B, 2)."
         return self.predictions(sequence_output), self.seq_relationship(pooled_output)
 
 # %% ../nbs/03_heads.ipynb #9b18985e

@@ -7,7 +7,7 @@ __all__ = ['PRETRAINED_MODEL_NAMES', 'positive_int', 'nonnegative_int', 'positiv
            'LOCK_NAME', 'hub_endpoint', 'hub_url', 'default_cache_dir', 'url_to_filename', 'is_stream', 'atomic_open',
            'atomic_write', 'check_writable', 'fsync_dir', 'replace_dir', 'read_utf8', 'utf8_lines', 'HubDownloadError',
            'is_offline', 'file_lock', 'OutputDirInUse', 'Interrupted', 'hold_output_dir', 'holds_output_dir',
-           'output_files', 'HubServer', 'serve_directory', 'http_get', 'download_file', 'cached_path',
+           'output_files', 'HubServer', 'serve_directory', 'http_get', 'download_file', 'display_path', 'cached_path',
            'resolve_pretrained_file', 'extract_archive', 'minilm_dir']
 
 # %% ../nbs/01a_hub.ipynb #3f14bd8d
@@ -188,6 +188,7 @@ def _flag_type(kind, ok, what):
         if not ok(v): raise argparse.ArgumentTypeError(f"{s} is not {what}")
         return v
     parse.__name__ = what
+    parse.__doc__ = f"A flag's value `s` as {kind.__name__}; argparse refuses it unless it is {what}."
     return parse
 
 positive_int = _flag_type(int, lambda v: v > 0, "a positive integer")
@@ -354,11 +355,13 @@ class HubServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self.cut, self.log, self.lock = set(), [], threading.Lock()  # log: [method, path, start, end] per request
     def start(self):
+        "Serve on a free port of 127.0.0.1 from a daemon thread; `url` is where."
         self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _HubHandler)
         self.httpd.hub, self.url = self, f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return self
     def stop(self):
+        "Stop serving and close the socket."
         self.httpd.shutdown()
         self.httpd.server_close()
     def __enter__(self): return self
@@ -434,6 +437,21 @@ def download_file(url:str, # an http(s) URL
             with suppress(FileNotFoundError): os.remove(tmp)
     return str(dest)
 
+# %% ../nbs/01a_hub.ipynb #a7617d9b
+def _package_top(p:Path) -> Path|None:
+    "The outermost folder above `p` that is a Python package (holds `__init__.py`), or None."
+    return next((d for d in reversed(p.parents) if len(d.parts) > 1 and (d/'__init__.py').is_file()), None)
+
+def display_path(path # a file or folder, absolute or relative
+                ) -> str:
+    "`path` as a message shows it: relative to the current folder, its package or `~` when under them, else as is."
+    if not os.path.isabs(os.path.expanduser(str(path))): return str(path)
+    p = Path(os.path.abspath(os.path.expanduser(str(path))))
+    with suppress(ValueError): return str(p.relative_to(Path.cwd()))
+    if top := _package_top(p): return str(p.relative_to(top.parent))
+    with suppress(ValueError, RuntimeError): return str(Path('~')/p.relative_to(Path.home()))
+    return str(p)
+
 # %% ../nbs/01a_hub.ipynb #41746760
 def _head_etag(url, timeout=10.):
     "The ETag the server sends for `url` (None if it sends none); `HubDownloadError` if there is no such file."
@@ -474,7 +492,8 @@ def cached_path(url_or_filename, # an http(s) URL, or a local file
     except HubDownloadError: raise
     except OSError as e:
         if copies := _cached_copies(cache, s):
-            if not is_offline(): _logger.warning(f"could not reach {s} ({e}); using the cached copy {copies[0]}")
+            if not is_offline():
+                _logger.warning(f"could not reach {s} ({e}); using the cached copy {display_path(copies[0])}")
             return str(copies[0])
         raise HubDownloadError(f"cannot download {s}: {e}; nothing for it is cached in {cache}. Check the network, "
                                "set BERT_NB_ENDPOINT to a mirror, or pass a local file or directory instead") from e

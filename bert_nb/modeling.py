@@ -108,6 +108,7 @@ class BertSelfOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor, pack=None):
+        "Dense and dropout on the attention's output, then LayerNorm with the residual `input_tensor`: (B, T, H)."
         return self.LayerNorm(_dropout(self.dropout, self.dense(hidden_states), pack) + input_tensor)  # (B, T, H)
 
 class BertAttention(nn.Module):
@@ -117,6 +118,7 @@ class BertAttention(nn.Module):
         self.self, self.output = BertSelfAttention(config), BertSelfOutput(config)
 
     def forward(self, input_tensor, attention_mask=None, output_attentions=False, pack=None):
+        "Self-attention and its output layer: `(B, T, H)`, with the probabilities when `output_attentions`."
         out = self.self(input_tensor, attention_mask, output_attentions, pack)
         if output_attentions: return self.output(out[0], input_tensor, pack), out[1]
         return self.output(out, input_tensor, pack)
@@ -130,6 +132,7 @@ class BertIntermediate(nn.Module):
         self.intermediate_act_fn = ACT2FN[config.activation]
 
     def forward(self, hidden_states):
+        "The feed-forward's first half: dense to the intermediate size, then the activation: (B, T, I)."
         return self.intermediate_act_fn(self.dense(hidden_states))  # (B, T, I)
 
 class BertOutput(nn.Module):
@@ -141,6 +144,7 @@ class BertOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor, pack=None):
+        "The feed-forward's second half: dense back to H, dropout, LayerNorm with the residual: (B, T, H)."
         return self.LayerNorm(_dropout(self.dropout, self.dense(hidden_states), pack) + input_tensor)  # (B, T, H)
 
 # %% ../nbs/02_model.ipynb #d18a17e7
@@ -152,6 +156,7 @@ class BertLayer(nn.Module):
         self.intermediate, self.output = BertIntermediate(config), BertOutput(config)
 
     def forward(self, hidden_states, attention_mask=None, output_attentions=False, pack=None):
+        "One encoder layer: attention, then the feed-forward: (B, T, H) (and the attention probabilities)."
         a = self.attention(hidden_states, attention_mask, output_attentions, pack)
         a, probs = a if output_attentions else (a, None)
         out = self.output(self.intermediate(a), a, pack)
@@ -190,6 +195,7 @@ class BertPooler(nn.Module):
         self.activation = nn.Tanh()
 
     def forward(self, hidden_states):
+        "The `[CLS]` vector through a dense layer and tanh: (B, H)."
         return self.activation(self.dense(hidden_states[:, 0]))  # (B, H)
 
 # %% ../nbs/02_model.ipynb #b9f70848

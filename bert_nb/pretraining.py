@@ -33,6 +33,7 @@ class PreTrainingObjective(nn.Module):
                 masked_lm_ids=None, # (B, P) the pieces there, -1 where there is no prediction
                 next_sentence_label=None # (B,) 1 when B is a random span
                ) -> dict:
+        "Predictions and NSP logits; with the labels also `loss` (MLM + NSP) and the MLM loss at every position."
         m = self.model
         # (B, T, H), (B, H)
         seq, pooled = m.bert(input_ids, token_type_ids, attention_mask, output_all_encoded_layers=False)

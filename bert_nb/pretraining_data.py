@@ -272,7 +272,9 @@ class PretrainingDataset(Dataset):
         self.ends = np.cumsum([len(a) for a in self.arrays]).tolist()
 
     @staticmethod
-    def shape_of(a): return a.dtype["input_ids"].shape[0], a.dtype["masked_lm_ids"].shape[0]
+    def shape_of(a):
+        "(max_seq_length, max_predictions_per_seq) of an instance file's records `a`."
+        return a.dtype["input_ids"].shape[0], a.dtype["masked_lm_ids"].shape[0]
     def __len__(self): return self.ends[-1] if self.ends else 0
     def record(self, i:int):
         "The raw record of instance `i`."

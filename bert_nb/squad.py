@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 from .tokenization import BasicTokenizer, BertTokenizer, whitespace_tokenize
-from .hub import atomic_write, positive_int
+from .hub import atomic_write, display_path, positive_int
 from .heads import BertForQuestionAnswering
 from .trainer import Trainer, add_training_arguments
 from .tasks import TaskRunner
@@ -79,10 +79,12 @@ def load_squad_json(path):
     "The parsed JSON of a SQuAD file; a missing file or bad JSON is named."
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SQuAD file not found: {path} (pass the path of e.g. train-v1.1.json)")
+        raise FileNotFoundError(f"SQuAD file not found: {display_path(path)} "
+                                "(pass the path of e.g. train-v1.1.json)")
     try: return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise SquadFormatError(f"{path}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+        raise SquadFormatError(f"{display_path(path)}: not valid JSON: {e.msg} at line {e.lineno}, "
+                               f"column {e.colno}") from None
 
 # %% ../nbs/07_squad.ipynb #19ec46e0
 def _answer_span(answer, context, words, char_to_word, where):
@@ -98,7 +100,7 @@ def _answer_span(answer, context, words, char_to_word, where):
 # %% ../nbs/07_squad.ipynb #f4a29627
 def read_squad_examples(input_file, is_training, version_2_with_negative=False):
     "Read a SQuAD json file into a list of `SquadExample`."
-    data, fname = load_squad_json(input_file), str(input_file)
+    data, fname = load_squad_json(input_file), display_path(input_file)
     examples = SquadExamples()
     for i, entry in enumerate(_get(data, "data", list, fname)):
         for j, para in enumerate(_get(entry, "paragraphs", list, f"{fname}: data[{i}]")):
@@ -151,6 +153,7 @@ def _improve_answer_span(doc_tokens, input_start, input_end, tokenizer, orig_ans
 
 # %% ../nbs/07_squad.ipynb #bc433c8f
 DocSpan = namedtuple("DocSpan", ["start", "length"])
+DocSpan.__doc__ = "A window over the paragraph's pieces: its first piece and how many it holds."
 
 def doc_spans(n_tokens, max_tokens_for_doc, doc_stride):
     "The windows (start, length) over `n_tokens` paragraph pieces: `doc_stride` apart, the last reaching the end."
@@ -235,6 +238,7 @@ def convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride
 
 # %% ../nbs/07_squad.ipynb #dda548b9
 RawResult = namedtuple("RawResult", ["unique_id", "start_logits", "end_logits"])
+RawResult.__doc__ = "The model's output for one feature (`unique_id`): a start and an end logit per token."
 
 def _strip_spaces(text):
     "`text` without spaces, and the position in `text` of each of its characters."
@@ -355,9 +359,13 @@ def normalize_answer(s):
     s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", s).split())
 
-def get_tokens(s): return normalize_answer(s).split() if s else []
+def get_tokens(s):
+    "The words of answer `s` after `normalize_answer`, as v2.0's F1 counts them."
+    return normalize_answer(s).split() if s else []
 
-def compute_exact(a_gold, a_pred): return int(normalize_answer(a_gold) == normalize_answer(a_pred))
+def compute_exact(a_gold, a_pred):
+    "v2.0's exact match: 1 if the two answers are equal after `normalize_answer`, else 0."
+    return int(normalize_answer(a_gold) == normalize_answer(a_pred))
 
 def compute_f1(a_gold, a_pred):
     "Token F1 of a prediction against one gold answer (v2.0: an empty side scores 1 only against an empty side)."
@@ -368,7 +376,9 @@ def compute_f1(a_gold, a_pred):
     precision, recall = same / len(pred), same / len(gold)
     return 2 * precision * recall / (precision + recall)
 
-def exact_match_score(prediction, ground_truth): return normalize_answer(prediction) == normalize_answer(ground_truth)
+def exact_match_score(prediction, ground_truth):
+    "v1.1's exact match: are the two answers equal after `normalize_answer`?"
+    return normalize_answer(prediction) == normalize_answer(ground_truth)
 
 def f1_score(prediction, ground_truth):
     "v1.1's token F1 (no special case for empty answers)."

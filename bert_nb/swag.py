@@ -38,7 +38,9 @@ class SwagExample:
     label: int = None  # 0-3; None where the file has no label (the test set)
 
     @property
-    def endings(self) -> list: return [self.ending_0, self.ending_1, self.ending_2, self.ending_3]
+    def endings(self) -> list:
+        "The four endings, in order."
+        return [self.ending_0, self.ending_1, self.ending_2, self.ending_3]
 
 # %% ../nbs/08_swag.ipynb #072dd7aa
 SWAG_COLUMNS = ("fold-ind", "sent1", "sent2", "ending0", "ending1", "ending2", "ending3")  # the columns read, and label

@@ -7,7 +7,7 @@ __all__ = ['TOLERANCES', 'google_functions', 'google_config', 'google_bert_graph
            'bert_nb_outputs', 'differences', 'check_parity']
 
 # %% ../nbs/09_tf_parity.ipynb #c1a91769
-import ast
+import ast, os
 from pathlib import Path
 import numpy as np
 import torch
@@ -71,7 +71,8 @@ def google_bert_graph(config:BertConfig, # the model's sizes; Google's model get
     if head == 'squad': return ph, _squad_outputs(gcfg, ph, B, T, gelu)
     model = modeling.BertModel(gcfg, is_training=False, input_ids=ph['input_ids'], input_mask=ph['input_mask'],
                                token_type_ids=ph['segment_ids'])
-    out = {f'layer_{i}': t for i, t in enumerate(model.get_all_encoder_layers())}
+    out = {'embeddings': model.get_embedding_output(),  # after LayerNorm: the first layer's input
+           **{f'layer_{i}': t for i, t in enumerate(model.get_all_encoder_layers())}}
     out['pooled'] = model.get_pooled_output()
     if head == 'pretraining':
         get_mlm, get_nsp, _ = google_functions('run_pretraining', 'get_masked_lm_output', 'get_next_sentence_output',
@@ -108,7 +109,7 @@ def random_google_checkpoint(config:BertConfig, # sizes and initializer_range (u
             a += noise * rng.standard_normal(a.shape).astype(a.dtype)
     prefix = write_tf_checkpoint(values, tf_checkpoint_path)
     config.to_json_file(Path(prefix).parent/'bert_config.json')
-    return prefix
+    return os.path.expanduser(os.fspath(tf_checkpoint_path))  # as the caller named it
 
 # %% ../nbs/09_tf_parity.ipynb #19db97ae
 def google_outputs(tf_checkpoint_path, # the checkpoint to restore
@@ -138,8 +139,10 @@ def bert_nb_outputs(model:torch.nn.Module, # BertModel, BertForPreTraining or Be
             start, end = model(ids, segments, mask)
             loss = model(ids, segments, mask, t['start_positions'], t['end_positions'])
             return {'start_logits': start.numpy(), 'end_logits': end.numpy(), 'squad_loss': loss.numpy()}
-        layers, pooled = (model.bert if hasattr(model, 'bert') else model)(ids, segments, mask)
-        out = {f'layer_{i}': h.numpy() for i, h in enumerate(layers)}
+        bert = model.bert if hasattr(model, 'bert') else model
+        layers, pooled = bert(ids, segments, mask)
+        out = {'embeddings': bert.embeddings(ids, segments).numpy()}
+        out.update({f'layer_{i}': h.numpy() for i, h in enumerate(layers)})
         out['pooled'] = pooled.numpy()
         if isinstance(model, BertForPreTraining):
             mlm, nsp = model.cls(layers[-1], pooled)
@@ -158,8 +161,9 @@ def differences(google:dict, # outputs of `google_outputs`
     rows = []
     for k, g in google.items():
         d = np.asarray(ours[k], np.float64) - np.asarray(g, np.float64)
-        if mask is not None and k.startswith('layer_'): d = d[np.asarray(mask).astype(bool)]
-        std_tol, max_tol = TOLERANCES['hidden' if k.startswith(('layer_', 'pooled')) else 'logits']
+        per_token = k.startswith(('embeddings', 'layer_'))
+        if mask is not None and per_token: d = d[np.asarray(mask).astype(bool)]
+        std_tol, max_tol = TOLERANCES['hidden' if per_token or k == 'pooled' else 'logits']
         rows.append(dict(output=k, std=float(d.std()), max_abs=float(np.abs(d).max()), std_tol=std_tol,
                          max_tol=max_tol))
     return rows

@@ -20,8 +20,8 @@ from .optimization import OPTIMIZERS, BertAdam, get_scheduler, no_decay_groups
 import numpy as np
 from fastcore.basics import patch
 from fastcore.docments import docments
-from .hub import (Interrupted, atomic_open, atomic_write, hold_output_dir, nonnegative_float, nonnegative_int,
-                         output_files, positive_float, positive_int, probability, replace_dir)
+from .hub import (Interrupted, atomic_open, atomic_write, display_path, hold_output_dir, nonnegative_float,
+                         nonnegative_int, output_files, positive_float, positive_int, probability, replace_dir)
 
 # %% ../nbs/04a_trainer.ipynb #739a3f8f
 @dataclass
@@ -135,7 +135,9 @@ class StaticLossScaler:
     "A fixed loss scale with `torch.amp.GradScaler`'s interface: loss * scale, gradients / scale, skip inf/nan steps."
     def __init__(self, scale:float):  # the loss multiplier, best a power of 2 (exact in binary)
         self.scale_value, self.found_inf, self._unscaled = float(scale), False, False
-    def scale(self, loss): return loss * self.scale_value
+    def scale(self, loss):
+        "`loss` times the scale, for `backward()`."
+        return loss * self.scale_value
     def unscale_(self, optimizer):
         "Divide the gradients by the scale (once per step) and note whether any is inf/nan."
         if self._unscaled: return
@@ -147,10 +149,18 @@ class StaticLossScaler:
         "Unscale and step, unless a gradient is inf/nan."
         self.unscale_(optimizer)
         if not self.found_inf: optimizer.step()
-    def update(self): self._unscaled = False
-    def get_scale(self): return self.scale_value
-    def state_dict(self): return {'scale': self.scale_value}
-    def load_state_dict(self, sd): self.scale_value = sd['scale']
+    def update(self):
+        "After the step: the next gradients are scaled again."
+        self._unscaled = False
+    def get_scale(self):
+        "The loss multiplier."
+        return self.scale_value
+    def state_dict(self):
+        "The scale, for a checkpoint."
+        return {'scale': self.scale_value}
+    def load_state_dict(self, sd):
+        "Take the scale from a checkpoint's `state_dict()`."
+        self.scale_value = sd['scale']
 
 # %% ../nbs/04a_trainer.ipynb #7d556e8e
 def _map(f, x):
@@ -603,8 +613,8 @@ def _train(self:Trainer) -> dict:
         except KeyboardInterrupt as e:
             if not self.distributed or self._stop is not None:
                 path = self.save_checkpoint()
-                raise Interrupted(getattr(e, "signum", signal.SIGINT), f"saved {path} at step {st['step']}: resume "
-                                  "with --resume_from latest") from None
+                raise Interrupted(getattr(e, "signum", signal.SIGINT), f"saved {display_path(path)} at step "
+                                  f"{st['step']}: resume with --resume_from latest") from None
             raise
         finally: bar.close()
     return self._finish_training()
@@ -626,8 +636,7 @@ def _unsort(x, order):
 @patch
 @torch.no_grad()
 def evaluate(self:Trainer, dataset=None) -> dict:
-    "Mean loss over `dataset` (default: the eval set) as `eval_loss` (if the model returns one), plus "
-    "`compute_metrics(outputs, batches)`' results, prefixed `eval_`."
+    "Mean loss over `dataset` (default: the eval set) as `eval_loss`, and `compute_metrics`' results as `eval_*`."
     ds = self.eval_dataset if dataset is None else dataset
     if ds is None:
         raise ValueError("evaluate() needs an eval_dataset (Trainer(..., eval_dataset=...)) or a dataset argument")

@@ -10,6 +10,7 @@ import torch
 
 from bert_nb.heads import save_tiny_bert
 from bert_nb import BasicTokenizer, BertTokenizer, BertForSequenceClassification
+from bert_nb.hub import display_path
 from bert_nb.demo import DEMO_DATA_DIR, add_demo_arguments, demo
 from bert_nb.glue import (InputExample, InputFeatures, _truncate_seq_pair, add_run_classifier_arguments,
                           compute_metrics, convert_examples_to_features, f1_score, get_processor, matthews_corrcoef,
@@ -445,7 +446,7 @@ def test_demo_quick(tmp_path):
     for s in ("all-MiniLM-L6-v2", "640 train, 160 dev pairs",
               "task heads newly initialized: train them (2): classifier.weight, classifier.bias",
               "dev set, 160 pairs, after 2 steps", "majority class (always '1')", "0.600   0.750", "loss_curve.png",
-              str((tmp_path / "d").resolve())):
+              f"wrote {display_path(tmp_path / 'd')}/:"):
         assert s in out, (s, out)
     assert res["train"]["step"] == 2 and res["baseline"] == pytest.approx({"acc": 0.6, "f1": 0.75, "acc_and_f1": 0.675})
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == \
