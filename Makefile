@@ -18,6 +18,7 @@ help:
 	@echo "make test   - install test + TensorFlow extras, check notebooks, run every test"
 	@echo "make docs   - build the documentation website offline into _site/"
 	@echo "make export - nbdev_export + nbdev_clean (after editing a notebook)"
+	@echo "make lab    - open the notebooks in JupyterLab, in the bert_nb kernel (options: LAB_ARGS=\"--no-browser --port 8899\")"
 	@echo "make gpu-check - on a CUDA machine: the GPU tests and notebook cells, the real-batch benchmark (bf16, fp16)"
 
 $(VPY):
@@ -51,7 +52,13 @@ export: $(VENV)/.test.stamp
 	$(VENV)/bin/nbdev_export
 	$(VENV)/bin/nbdev_clean
 
+# JupyterLab on the repository: registers the bert_nb kernel (in .venv and for the user), saves go through nbdev's
+# clean and re-export the module; --allow-root is added as root. BERT_NB_FLAGS="tf slow" runs those flagged cells.
+LAB_ARGS ?=
+lab: $(VENV)/.test.stamp
+	$(VPY) -m bert_nb.jupyter lab $(LAB_ARGS)
+
 gpu-check: $(VENV)/.test.stamp
 	$(VPY) benchmarks/gpu_check.py
 
-.PHONY: help demo test docs export chromium gpu-check
+.PHONY: help demo test docs export chromium gpu-check lab

@@ -25,6 +25,7 @@ FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads
 REQUIRED = FIELDS[:5]
 "Fields a configuration file must state: they set the shapes of the weights, so a default would be a silent guess."
 
+# Keys of a Hugging Face `config.json` that say something about the file, not the network; also keyword arguments.
 BOOKKEEPING = {"architectures", "model_type", "torch_dtype", "transformers_version", "_name_or_path", "pad_token_id",
                "bos_token_id", "eos_token_id", "position_embedding_type", "use_cache", "classifier_dropout",
                "gradient_checkpointing", "output_past", "directionality", "id2label", "label2id", "problem_type",
@@ -32,7 +33,6 @@ BOOKKEEPING = {"architectures", "model_type", "torch_dtype", "transformers_versi
                "pooler_num_attention_heads", "pooler_num_fc_layers", "pooler_size_per_head", "pooler_type",
                "num_labels", "finetuning_task", "is_decoder", "add_cross_attention", "chunk_size_feed_forward",
                "torchscript", "_attn_implementation", "_commit_hash", "layerNorm_eps", "dtype", "tokenizer_class"}
-"Keys of a Hugging Face `config.json` that say something about the file, not the network; also keyword arguments."
 
 # %% ../nbs/01_config.ipynb #5d71c609
 class BertConfig:

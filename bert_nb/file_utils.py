@@ -17,8 +17,8 @@ from .pretrained import CONFIG_NAME, WEIGHTS_NAME
 # %% ../nbs/01c_file_utils.ipynb #27e64f22
 logger = logging.getLogger(__name__)
 
+# The download cache, as a `Path`: `$BERT_NB_CACHE`, else `$PYTORCH_PRETRAINED_BERT_CACHE`, else `~/.cache/bert_nb`.
 PYTORCH_PRETRAINED_BERT_CACHE = default_cache_dir()
-"The download cache, as a `Path`: `$BERT_NB_CACHE`, else `$PYTORCH_PRETRAINED_BERT_CACHE`, else `~/.cache/bert_nb`."
 
 # %% ../nbs/01c_file_utils.ipynb #21f3549a
 def get_from_cache(url:str, # an http(s) URL

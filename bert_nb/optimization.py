@@ -259,8 +259,8 @@ def get_scheduler(optimizer,  # e.g. `torch.optim.AdamW(no_decay_groups(model), 
     return LambdaLR(optimizer, schedule_lambda(name, warmup, t_total))
 
 # %% ../nbs/04_optimizer.ipynb #6a09d557
+# `--optimizer` name -> `f(param_groups, args)` giving a torch optimizer (BertAdam, the default, is not one of them).
 OPTIMIZERS = {"adamw": lambda groups, args: torch.optim.AdamW(groups, lr=args.learning_rate)}
-"`--optimizer` name -> `f(param_groups, args)` giving a torch optimizer (BertAdam, the default, is not one of them)."
 
 # %% ../nbs/04_optimizer.ipynb #caf397ab
 class Lamb(Optimizer):
