@@ -634,7 +634,6 @@ def _unsort(x, order):
     return _map(lambda t: t[inv] if t.dim() and len(t) == len(order) else t, x)
 
 @patch
-@torch.no_grad()
 def evaluate(self:Trainer, dataset=None) -> dict:
     "Mean loss over `dataset` (default: the eval set) as `eval_loss`, and `compute_metrics`' results as `eval_*`."
     ds = self.eval_dataset if dataset is None else dataset
@@ -649,7 +648,7 @@ def evaluate(self:Trainer, dataset=None) -> dict:
     self.model.eval()
     loss_sum, n, outs, batches = 0., 0, [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not self.args.progress):
-        with self._autocast(): out = _call(self.model, _map(lambda t: t.to(self.device), batch))
+        with self._autocast(), torch.no_grad(): out = _call(self.model, _map(lambda t: t.to(self.device), batch))
         loss = _loss(out, required=False)
         if loss is not None:
             bs = _batch_len(batch)

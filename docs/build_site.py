@@ -7,7 +7,7 @@ MathJax is served by the site itself (npm package `mathjax@3`), so a page loads 
 
     .venv/bin/python docs/build_site.py [--out _site]
 """
-import argparse, ast, contextlib, html, io, json, re, shutil, subprocess, sys, tempfile
+import argparse, ast, contextlib, functools, html, io, json, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 import yaml
@@ -252,6 +252,13 @@ def signature_html(code, wrap_at=60):
     return ('<div class="highlight-python notranslate nbdev-signature"><div class="highlight"><pre>'
             + ''.join(out) + '</pre></div></div>')
 
+@functools.cache
+def lib_classes():
+    "The names of the classes the exported modules define (read from their source: nothing is imported)."
+    lib = ROOT/get_config(path=ROOT).lib_path.name
+    return {n.name for f in lib.glob('*.py') for n in ast.parse(f.read_text(encoding='utf-8')).body
+            if isinstance(n, ast.ClassDef)}
+
 def render_show_doc(md):
     "show_doc's markdown as MyST: its heading with an index entry, the source link under it, the signature as HTML."
     md = quarto_to_myst(re.sub(r'^\s*---\s*\n', '', md))  # a leading `---` crashes docutils
@@ -261,7 +268,9 @@ def render_show_doc(md):
     if not head: return md
     name, rest = head.group(2), md[head.end():]
     sig = re.match(r'\s*```python\n(.*?)\n```[ \t]*(\n|$)', rest, re.S)
-    if sig: rest = signature_html(sig.group(1)) + '\n\n' + rest[sig.end():]
+    code = sig.group(1) if sig else ''
+    if name in lib_classes(): code = re.sub(rf'^def ({re.escape(name)})\(', r'class \1(', code)  # show_doc says `def`
+    if sig: rest = signature_html(code) + '\n\n' + rest[sig.end():]
     index = f'```{{index}} single: {name}\n```\n\n'  # an entry of the general index, before a paragraph: its target
     if src: rest = f'{index}{{.nbdev-source}}\n[source]({src.group(1)})\n\n{rest.lstrip()}'  # (not raw HTML: no id)
     else:

@@ -398,12 +398,14 @@ MEASURE = """(() => {
     overflow: getComputedStyle(p).overflowX,
     right: p.getBoundingClientRect().right,
     kind: p.closest('.nbdev-signature') ? 'signature' : p.closest('.cell_input') ? 'input' : 'other'}));
-  return {right: box.right, imgs, pres};
+  const heads = [...art.querySelectorAll('h1, h2, h3, h4')].map(h => ({
+    text: h.textContent.slice(0, 60), scroll: h.scrollWidth, client: h.clientWidth}));
+  return {right: box.right, imgs, pres, heads};
 })()"""
 
 @pytest.fixture(scope='module')
 def layouts(browser, server):
-    "Every page at 1400 and 420 px wide: the article's right edge, and the boxes of its images and <pre> blocks."
+    "Every page at 1400 and 420 px wide: the article's right edge, the boxes of its images, <pre> blocks, headings."
     res = {}
     for w in (1400, 420):
         browser.width(w)
@@ -432,6 +434,11 @@ def test_code_fits_its_column_or_scrolls(layouts):
     assert not cut, f'code cut at the column edge (width, page, start): {cut[:8]}'
     assert not unwrapped, f'code or signatures that scroll sideways instead of wrapping: {unwrapped[:8]}'
 
+def test_headings_wrap_inside_the_column(layouts):
+    "A long API heading (`BertForQuestionAnswering.forward`) breaks inside the column on a phone instead of being cut."
+    cut = [(w, page, h['text']) for (w, page), m in layouts.items() for h in m['heads'] if h['scroll'] > h['client'] + 1]
+    assert not cut, f'headings cut at the column edge (width, page, heading): {cut[:8]}'
+
 COPY_FIRST_CELL = """(async () => {
   let copied = null;
   Object.defineProperty(navigator, 'clipboard', {value: {writeText: async t => { copied = t; }}, configurable: true});
@@ -452,3 +459,17 @@ def test_copy_buttons_copy_the_code(server, browser):
     doctest = browser.js('(() => { const pre = document.createElement("pre"); '
                          'pre.textContent = ">>> x = 1\\n>>> print(x)\\n1\\n"; return bertNbSite.codeOf(pre); })()')
     assert doctest == 'x = 1\nprint(x)', f'a doctest-style block is copied without prompts and output: {doctest!r}'
+
+def test_signatures_say_class_or_def(site):
+    "show_doc writes `def` before every signature; a class's reads `class`, a function's `def`."
+    sys.path.insert(0, str(ROOT/'docs'))
+    from build_site import lib_classes
+    seen = {'class': 0, 'def': 0}
+    for nb in NBS:
+        for sig in signatures(article((site/page_of(nb)).read_text())):
+            m = re.match(r'\s*(class|def)\s+([\w.]+)\(', text_of(sig))
+            assert m, f'{page_of(nb)}: a signature that starts with neither class nor def: {text_of(sig)[:80]}'
+            want = 'class' if m.group(2) in lib_classes() else 'def'
+            assert m.group(1) == want, f'{page_of(nb)}: {m.group(2)} is shown as `{m.group(1)}`, not `{want}`'
+            seen[want] += 1
+    assert seen['class'] > 10 and seen['def'] > 10, seen
