@@ -228,7 +228,7 @@ def lab_command(args=(), # more `jupyter lab` options
     cmd = [str(Path(sys.executable).parent/"jupyter"), "lab", f"--ServerApp.root_dir={root}",
            "--ContentsManager.pre_save_hook=bert_nb.jupyter.pre_save",
            "--ContentsManager.post_save_hook=bert_nb.jupyter.post_save",
-           "--LabApp.default_url=/lab/tree/nbs/index.ipynb"]
+           "--LabApp.default_url=/lab/tree/nbs/index.ipynb", "--LabApp.news_url=None"]  # offline: no news fetch
     if hasattr(os, "geteuid") and os.geteuid() == 0: cmd.append("--allow-root")
     return cmd + list(args)
 
