@@ -13,8 +13,7 @@ from pathlib import Path
 import yaml
 from docutils.nodes import make_id
 from nbdev.config import get_config
-from nbdev.processors import (FilterDefaults, add_show_docs, cell_lang, exec_show_docs, mk_cell, rm_export, showdoc_nm,
-                              _ast_contains, _def_types, _get_nm, _show_docs, _want_doc)
+from nbdev.processors import FilterDefaults, exec_show_docs, rm_export, _ast_contains, _def_types, _show_docs
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
@@ -32,22 +31,6 @@ def keep_export_code(cell):
     "nbdev's `rm_export` without `export`: a literate notebook shows its exported code (hidden cells still go)."
     if cell.directives_.keys() & {'hide', 'default_exp'}: del cell['source']
     elif cell.directives_.keys() & {'export', 'exports'}: cell.metadata.setdefault('tags', []).append(EXPORT_TAG)
-
-class add_show_docs_once(add_show_docs):
-    "nbdev's `add_show_docs`, except that a notebook's `show_doc(Trainer.train)` shows a `@patch`ed `train`."
-    def begin(self):  # nbdev compares the bare name (`train`), so such a method got a second, automatic show_doc
-        trees = [t for c in self.nb.cells for t in (c.parsed_() or [])]
-        shown = {_get_nm(t) for t in _show_docs(trees)}
-        exports = [c for c in self.nb.cells if _want_doc(c)]
-        for cell in reversed(exports):
-            if cell_lang(cell) != 'python': raise ValueError(f"{cell.metadata.language} can't export:\n{cell.source}")
-            names = [showdoc_nm(o) for o in cell.parsed_() or [] if isinstance(o, _def_types)
-                     and not {o.name, showdoc_nm(o)} & shown and (o.name[0] != '_' or o.name[:2] == '__')]
-            for i, name in enumerate(names):
-                new = mk_cell(f'show_doc({name})')
-                new.has_sd = True
-                self.nb.cells.insert(cell.idx_ + 1 + i, new)
-        self.nb.has_docs_ = shown or exports
 
 def mixes_imports(cell):
     "Is `cell` one nbdev's docs processing runs whole only because it has an import in it (which nbdev warns about)?"
@@ -70,9 +53,9 @@ class exec_doc_cells(exec_show_docs):
             raise Exception(f'Error in notebook {title!r}, in the imports of:\n{cell.source}') from self.k.exc
 
 class DocsFilter(FilterDefaults):
-    "nbdev's docs processors, with `keep_export_code`, `exec_doc_cells`, `add_show_docs_once` in place of nbdev's."
+    "nbdev's docs processors with `keep_export_code` and `exec_doc_cells` in place of `rm_export`, `exec_show_docs`."
     def base_procs(self):
-        swap = {rm_export: keep_export_code, exec_show_docs: exec_doc_cells, add_show_docs: add_show_docs_once}
+        swap = {rm_export: keep_export_code, exec_show_docs: exec_doc_cells}
         return [swap.get(p, p) for p in super().base_procs()]
 
 def process_nbs():

@@ -1,7 +1,7 @@
 """What a reader meets first: the landing page's headline figures, and the documentation of every model's `forward`.
 
 The notebooks are read from disk with their saved outputs (the site shows exactly those)."""
-import inspect, json, re
+import inspect, json, re, sys
 from pathlib import Path
 
 import pytest
@@ -42,9 +42,12 @@ def results_table():
     return out
 
 
-def slug(heading):
-    "The anchor a heading gets (lower case, words joined by hyphens), as the site and Quarto make it."
-    return re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")
+def anchors(heading):
+    "The anchors a link may use for `heading`: Quarto's (Pandoc's) id and the site's (docutils'); the site maps both."
+    sys.path.insert(0, str(ROOT / "docs"))
+    from build_site import pandoc_id
+    from docutils.nodes import make_id
+    return {pandoc_id(heading), make_id(heading)}
 
 
 def test_results_table_has_the_headline_results():
@@ -61,8 +64,8 @@ def test_each_headline_figure_is_on_the_page_it_links_to(row):
     assert (NBS / f"{nb}.ipynb").exists(), f"{what}: links to {nb}.ipynb, which does not exist"
     cs = cells(nb)
     if anchor:
-        heads = [slug(h) for c in cs if c["cell_type"] == "markdown"
-                 for h in re.findall(r"^#+\s+(.*)$", "".join(c["source"]), re.M)]
+        heads = [a for c in cs if c["cell_type"] == "markdown"
+                 for h in re.findall(r"^#+\s+(.*)$", "".join(c["source"]), re.M) for a in anchors(h)]
         assert anchor in heads, f"{what}: {nb} has no heading with the anchor #{anchor} (it has {heads})"
     tables = ["\n".join(l for l in "".join(c["source"]).splitlines() if l.startswith("|")) for c in cs
               if c["cell_type"] == "markdown"]  # benchmarks' results are pasted as tables
