@@ -14,20 +14,12 @@ from pathlib import Path
 from fastcore.basics import patch
 
 # %% ../nbs/13_jupyter.ipynb #9033df55
-_DIRECTIVE = re.compile(r"^\s*#\s*\|(.*)$")
-_CELL_MAGIC = re.compile(r"^\s*%%\w+")
-
 def cell_directives(source:str # a code cell's source
                    ) -> dict:
-    "The nbdev directives that open `source`, as nbdev reads them: `{'slow': [], 'eval:': ['false']}`."
-    out = {}
-    for line in source.splitlines():
-        if not line.strip() or _CELL_MAGIC.match(line): continue
-        m = _DIRECTIVE.match(line)
-        if not m: break
-        words = m.group(1).strip().rstrip(":").replace(":", ": ").split()
-        if words: out[words[0]] = words[1:]
-    return out
+    "The nbdev directives that open `source`, read by nbdev itself: `{'slow': [], 'eval:': ['false']}`."
+    from fastcore.basics import AttrDict
+    from nbdev.process import extract_directives
+    return extract_directives(AttrDict(source=source), remove=False)
 
 # %% ../nbs/13_jupyter.ipynb #92e7a0c3
 def cell_flags(source:str, # a code cell's source
@@ -76,8 +68,11 @@ def stated_reason(source:str, # a code cell's source
                   flags:list # the flags it is skipped for
                  ) -> str:
     "The reason a cell gives in a `# FLAG: reason` comment right under its directives; None if it gives none."
-    for line in source.splitlines():
-        if not line.strip() or _DIRECTIVE.match(line) or _CELL_MAGIC.match(line): continue
+    from nbdev.process import first_code_ln
+    lines = source.splitlines()
+    start = first_code_ln(lines)
+    for line in lines[start:] if start is not None else []:
+        if not line.strip(): continue
         m = _REASON.match(line)
         if not m: return None
         if m.group(1) in flags: return m.group(2).rstrip(".")
